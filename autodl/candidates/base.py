@@ -1,0 +1,45 @@
+"""A candidate: a named, parameterised recipe for an unfitted preprocessing + model pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline
+
+from autodl.data.profile import TableProfile
+from autodl.preprocess import build_preprocessor
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """`make_estimator(profile)` builds a fresh estimator; `style` picks the preprocessing."""
+
+    name: str
+    family: str
+    style: str
+    make_estimator: Callable[[TableProfile], BaseEstimator]
+    params: dict = field(default_factory=dict)
+
+    def make_pipeline(self, profile: TableProfile) -> Pipeline:
+        return Pipeline(
+            [
+                ("preprocess", build_preprocessor(profile, self.style)),
+                ("model", self.make_estimator(profile)),
+            ]
+        )
+
+
+def predict_scores(pipeline: Pipeline, features, n_classes: int) -> np.ndarray:
+    """Class probabilities (n_rows x n_classes, columns in class-index order) or regression values."""
+    if n_classes == 0:
+        return np.asarray(pipeline.predict(features), dtype=float).reshape(-1)
+    proba = np.asarray(pipeline.predict_proba(features), dtype=float)
+    seen = np.asarray(pipeline.classes_, dtype=int)
+    if len(seen) == n_classes and np.array_equal(seen, np.arange(n_classes)):
+        return proba
+    aligned = np.zeros((proba.shape[0], n_classes))
+    aligned[:, seen] = proba
+    return aligned

@@ -1,0 +1,134 @@
+"""The scikit-learn baselines every deep model must beat, fitted under the same folds."""
+
+from __future__ import annotations
+
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, SVR
+
+from autodl.candidates.base import Candidate
+from autodl.errors import ConfigError, did_you_mean
+from autodl.preprocess import tree_categorical_mask
+
+SVM_MAX_ROWS = 5000
+
+
+def _hgb(classification: bool, seed: int, **params):
+    cls = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
+
+    def make(profile):
+        mask = tree_categorical_mask(profile)
+        return cls(categorical_features=mask if any(mask) else None, random_state=seed, **params)
+
+    return make
+
+
+def baseline_candidates(task: str, n_rows: int, seed: int, n_jobs: int = 1) -> list[Candidate]:
+    """All baselines that suit the task and the data size, cheapest first."""
+    clf = task != "regression"
+    candidates = [
+        Candidate(
+            "dummy",
+            "baseline",
+            "dense",
+            lambda p: DummyClassifier(strategy="prior") if clf else DummyRegressor(strategy="mean"),
+            {"strategy": "prior" if clf else "mean"},
+        ),
+        Candidate(
+            "linear",
+            "baseline",
+            "dense",
+            lambda p: LogisticRegression(C=1.0, max_iter=2000) if clf else Ridge(alpha=1.0),
+            {"model": "logistic_regression" if clf else "ridge", "C" if clf else "alpha": 1.0},
+        ),
+        Candidate("hist_gradient_boosting", "baseline", "tree", _hgb(clf, seed), {"defaults": True}),
+        Candidate(
+            "hist_gradient_boosting_tuned",
+            "baseline",
+            "tree",
+            _hgb(
+                clf,
+                seed,
+                learning_rate=0.04,
+                max_leaf_nodes=15,
+                min_samples_leaf=15,
+                l2_regularization=1.0,
+                max_iter=600,
+                early_stopping=True,
+                n_iter_no_change=30,
+            ),
+            {
+                "learning_rate": 0.04,
+                "max_leaf_nodes": 15,
+                "min_samples_leaf": 15,
+                "l2_regularization": 1.0,
+                "max_iter": 600,
+            },
+        ),
+        Candidate(
+            "random_forest",
+            "baseline",
+            "tree",
+            lambda p: (RandomForestClassifier if clf else RandomForestRegressor)(
+                n_estimators=300,
+                min_samples_leaf=2,
+                max_features="sqrt" if clf else 0.5,
+                n_jobs=n_jobs,
+                random_state=seed,
+            ),
+            {"n_estimators": 300, "min_samples_leaf": 2},
+        ),
+        Candidate(
+            "extra_trees",
+            "baseline",
+            "tree",
+            lambda p: (ExtraTreesClassifier if clf else ExtraTreesRegressor)(
+                n_estimators=300,
+                min_samples_leaf=2,
+                max_features="sqrt" if clf else 0.7,
+                n_jobs=n_jobs,
+                random_state=seed,
+            ),
+            {"n_estimators": 300, "min_samples_leaf": 2},
+        ),
+    ]
+    if n_rows <= SVM_MAX_ROWS:
+        candidates.append(
+            Candidate(
+                "svm",
+                "baseline",
+                "dense",
+                lambda p: (
+                    SVC(C=1.0, probability=True, random_state=seed)
+                    if clf
+                    # an RBF kernel's epsilon and C assume a unit-scale target
+                    else TransformedTargetRegressor(SVR(C=1.0), transformer=StandardScaler())
+                ),
+                {"kernel": "rbf", "C": 1.0},
+            )
+        )
+    return candidates
+
+
+def select_baselines(candidates: list[Candidate], names: tuple[str, ...] | None) -> list[Candidate]:
+    """Keep the named baselines (all when `names` is None); ConfigError for an unknown name."""
+    if names is None:
+        return candidates
+    known = [c.name for c in candidates]
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                f"unknown baseline {name!r}{did_you_mean(name, known)}",
+                f"choose from {', '.join(known)}, or pass --baselines none",
+            )
+    return [c for c in candidates if c.name in names]

@@ -1,0 +1,227 @@
+"""KerasTabularModel: a scikit-learn style estimator that trains a Keras network with early stopping."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+
+from autodl.candidates.builders import build_mlp, build_optimizer, loss_for
+from autodl.runtime import import_keras
+
+PREDICT_CHUNK = 16384
+MIN_VALIDATION_ROWS = 16
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _deadline_callback(deadline: float | None):
+    keras = import_keras()
+
+    class StopAtDeadline(keras.callbacks.Callback):
+        """Stop before an epoch would overrun the deadline (checked per epoch and per step chunk)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.hit = False
+            self._epoch_started = time.monotonic()
+            self._epoch_seconds = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch_started = time.monotonic()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if deadline is not None and time.monotonic() >= deadline:
+                self.hit = True
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._epoch_seconds = time.monotonic() - self._epoch_started
+            if deadline is not None and time.monotonic() + self._epoch_seconds > deadline:
+                self.hit = True
+                self.model.stop_training = True
+
+    return StopAtDeadline()
+
+
+class KerasTabularModel(BaseEstimator):
+    """An MLP (or any network from `params`) trained with an inner validation split for early stopping.
+
+    `fit` carves `validation_fraction` of the rows it is given (stratified for classification) to
+    watch the validation loss; the rows it is scored on later never steer training.
+    """
+
+    def __init__(
+        self,
+        *,
+        task: str = "binary",
+        n_classes: int = 2,
+        params: dict[str, Any] | None = None,
+        max_epochs: int = 100,
+        patience: int = 10,
+        validation_fraction: float = 0.15,
+        seed: int = 0,
+        deadline: float | None = None,
+    ) -> None:
+        self.task = task
+        self.n_classes = n_classes
+        self.params = params
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.seed = seed
+        self.deadline = deadline
+
+    def fit(self, X, y) -> KerasTabularModel:
+        keras = import_keras()
+
+        params = dict(self.params or {})
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y)
+        keras.utils.set_random_seed(self.seed)
+        if self.task == "regression":
+            self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
+            y_fit = ((y - self.y_mean_) / self.y_std_).astype(np.float32)
+        else:
+            self.classes_ = np.arange(self.n_classes)
+            y_fit = y.astype(np.int64)
+        X_train, X_valid, y_train, y_valid = self._inner_split(X, y_fit)
+        batch_size = int(min(params.get("batch_size", 64), max(8, len(X_train))))
+        steps = math.ceil(len(X_train) / batch_size)
+        model = build_mlp(params, X.shape[1], self.task, self.n_classes)
+        model.compile(
+            optimizer=build_optimizer(params, steps, self.max_epochs),
+            loss=loss_for(self.task),
+            steps_per_execution=max(1, min(32, steps)),
+        )
+        stopper = _deadline_callback(self.deadline)
+        callbacks = [
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=self.patience, restore_best_weights=True
+            ),
+            keras.callbacks.TerminateOnNaN(),
+            stopper,
+        ]
+        if params.get("lr_schedule") == "reduce_on_plateau":
+            callbacks.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_loss", factor=0.3, patience=max(2, self.patience // 3)
+                )
+            )
+        history = model.fit(
+            X_train,
+            y_train,
+            validation_data=(X_valid, y_valid),
+            epochs=self.max_epochs,
+            batch_size=batch_size,
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=True,
+        )
+        self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
+        losses = self.history_.get("loss", [])
+        if not losses or not all(math.isfinite(v) for v in losses):
+            raise TrainingDiverged(f"training loss became {losses[-1] if losses else 'undefined'}")
+        val_losses = self.history_.get("val_loss", losses)
+        self.best_epoch_ = int(np.nanargmin(val_losses)) + 1
+        self.epochs_trained_ = len(losses)
+        self.stopped_at_deadline_ = stopper.hit
+        self.n_parameters_ = int(model.count_params())
+        self.model_ = model
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _inner_split(self, X, y):
+        n_valid = max(MIN_VALIDATION_ROWS, int(round(self.validation_fraction * len(X))))
+        if n_valid >= len(X) // 2:
+            return X, X, y, y  # too few rows to spare: watch the training loss instead
+        stratify = y if self.task != "regression" and np.bincount(y).min(initial=0) >= 2 else None
+        try:
+            return train_test_split(X, y, test_size=n_valid, random_state=self.seed, stratify=stratify)
+        except ValueError:
+            return train_test_split(X, y, test_size=n_valid, random_state=self.seed)
+
+    def _raw_predict(self, X) -> np.ndarray:
+        keras = import_keras()
+
+        X = np.asarray(X, dtype=np.float32)
+        chunks = [
+            keras.ops.convert_to_numpy(self.model_(X[start : start + PREDICT_CHUNK], training=False))
+            for start in range(0, len(X), PREDICT_CHUNK)
+        ]
+        return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, 1))
+
+    def predict_proba(self, X) -> np.ndarray:
+        out = self._raw_predict(X).astype(float)
+        if self.task == "binary":
+            p = np.clip(out.reshape(-1), 0.0, 1.0)
+            return np.column_stack([1 - p, p])
+        return out / out.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        if self.task == "regression":
+            return self._raw_predict(X).reshape(-1) * self.y_std_ + self.y_mean_
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    def save(self, folder: Path) -> None:
+        """Write the network as `model.keras` and the estimator's settings as `estimator.json`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model_.save(folder / "model.keras")
+        state = {
+            "init": {**self.get_params(), "deadline": None},
+            "y_mean": getattr(self, "y_mean_", None),
+            "y_std": getattr(self, "y_std_", None),
+            "n_features_in": self.n_features_in_,
+        }
+        (folder / "estimator.json").write_text(json.dumps(state, indent=1, default=str))
+
+    @classmethod
+    def load(cls, folder: Path) -> KerasTabularModel:
+        """Load with Keras safe mode: no code from the file is run."""
+        keras = import_keras()
+
+        state = json.loads((folder / "estimator.json").read_text())
+        estimator = cls(**state["init"])
+        estimator.model_ = keras.saving.load_model(folder / "model.keras", safe_mode=True, compile=False)
+        estimator.n_features_in_ = state["n_features_in"]
+        if estimator.task == "regression":
+            estimator.y_mean_, estimator.y_std_ = state["y_mean"], state["y_std"]
+        else:
+            estimator.classes_ = np.arange(estimator.n_classes)
+        return estimator
+
+
+def keras_candidate(
+    name: str,
+    params: dict[str, Any],
+    *,
+    fixed: dict[str, Any],
+    task: str,
+    n_classes: int,
+    seed: int,
+    deadline: float | None = None,
+):
+    """A Candidate that trains a KerasTabularModel with `params` on dense-preprocessed features."""
+    from autodl.candidates.base import Candidate
+
+    def make(profile) -> KerasTabularModel:
+        return KerasTabularModel(
+            task=task,
+            n_classes=n_classes,
+            params=params,
+            max_epochs=int(fixed["max_epochs"]),
+            patience=int(fixed["patience"]),
+            validation_fraction=float(fixed["validation_fraction"]),
+            seed=seed,
+            deadline=deadline,
+        )
+
+    return Candidate(name, "keras", "dense", make, dict(params))

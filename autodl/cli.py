@@ -1,0 +1,294 @@
+"""The `autodl` command: a thin typer layer over the same core as the Python API.
+
+Heavy libraries are imported inside the commands so `autodl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from autodl.errors import AutodlError
+
+app = typer.Typer(
+    name="autodl",
+    help="AutoML for deep learning on tabular data: point it at a CSV, get the best model it can find, "
+    "with every step reviewable in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+spaces_app = typer.Typer(help="List, show and validate search spaces.", no_args_is_help=True)
+app.add_typer(spaces_app, name="spaces")
+err = Console(stderr=True)
+
+
+@app.command()
+def search(
+    data: Annotated[Path, typer.Argument(help="CSV (optionally .gz) or Parquet file with a header row.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Column to predict.")],
+    task: Annotated[
+        str | None,
+        typer.Option(help="binary, multiclass or regression (default: detected from the target)."),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Metric to optimise. Default: roc_auc (binary), log_loss (multiclass), rmse (regression)."
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            help="Number of Keras trials (default: as many as the time limit allows; 0 = baselines only)."
+        ),
+    ] = None,
+    time_limit: Annotated[
+        float,
+        typer.Option(
+            "--time-limit",
+            help="Wall-clock budget of the search in seconds, honoured inside trials too.",
+        ),
+    ] = 120.0,
+    folds: Annotated[int, typer.Option(help="Number of CV folds (stratified for classification).")] = 5,
+    repeats: Annotated[
+        int, typer.Option(help="Repeat k-fold this many times with reshuffling (iterated k-fold).")
+    ] = 1,
+    test_size: Annotated[
+        float,
+        typer.Option("--test-size", help="Share of rows held out for the final, one-time test score."),
+    ] = 0.2,
+    space: Annotated[
+        str, typer.Option(help="Search space: a shipped name (autodl spaces list) or a .yaml file.")
+    ] = "mlp",
+    max_epochs: Annotated[
+        int | None,
+        typer.Option("--max-epochs", help="Cap on epochs per network (default: from the space)."),
+    ] = None,
+    baselines: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated baselines to fit, or 'none' (default: all that suit the data)."),
+    ] = None,
+    drop: Annotated[list[str] | None, typer.Option("--drop", help="Column to ignore (repeatable).")] = None,
+    final: Annotated[
+        str,
+        typer.Option(help="'ensemble': greedy blend of the best candidates; 'best': the single best."),
+    ] = "ensemble",
+    seed: Annotated[int, typer.Option(help="Random seed for splits, sampler and networks.")] = 0,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder for the model and summary (default: a new folder in autodl-runs/).",
+        ),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else MLflow's default local SQLite file).",
+        ),
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "autodl",
+    no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow.")] = False,
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed).")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the CSV.")] = "utf-8",
+    resume: Annotated[
+        bool, typer.Option(help="Continue the search stored in --output instead of starting anew.")
+    ] = False,
+) -> None:
+    """Search for the best model for TARGET in DATA: baselines, then Keras networks tuned by Optuna."""
+    from autodl.config import SearchConfig
+
+    config = SearchConfig(
+        target=target,
+        task=task,
+        metric=metric,
+        test_size=test_size,
+        folds=folds,
+        repeats=repeats,
+        trials=trials,
+        time_limit=time_limit,
+        space=space,
+        max_epochs=max_epochs,
+        baselines=_parse_baselines(baselines),
+        drop_columns=tuple(drop or ()),
+        final=final,
+        seed=seed,
+        output_dir=output,
+        tracking=not no_tracking,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        resume=resume,
+        extra={"delimiter": delimiter, "encoding": encoding},
+    )
+    from autodl.api import make_tracker
+    from autodl.orchestrate import run_search
+    from autodl.report import RichReporter
+
+    result = run_search(config, data, reporter=RichReporter(), tracker=make_tracker(config))
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def _parse_baselines(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+@app.command()
+def predict(
+    model: Annotated[
+        str,
+        typer.Argument(help="Model folder from autodl search, or an MLflow URI (runs:/..., models:/...)."),
+    ],
+    data: Annotated[
+        Path,
+        typer.Argument(help="CSV or Parquet file with the training columns (the target may be absent)."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the predictions (CSV).")
+    ] = Path("predictions.csv"),
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", help="MLflow tracking URI for runs:/ and models:/ URIs."),
+    ] = None,
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed).")] = None,
+) -> None:
+    """Predict with a saved model: class labels and per-class probabilities, or values."""
+    import warnings
+
+    from autodl import runtime
+
+    runtime.configure()
+    if tracking_uri:
+        import os
+
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    from autodl.data.load import read_table
+    from autodl.serve import load_predictor
+
+    frame = read_table(data, delimiter=delimiter)
+    predictor = load_predictor(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        predictions = predictor(frame)
+    for warning in caught:
+        if "ignoring" in str(warning.message):
+            err.print(f"[yellow]warning:[/] {warning.message}")
+    predictions.to_csv(output, index=False)
+    Console().print(f"Wrote {len(predictions):,} predictions to {output}")
+
+
+@spaces_app.command("list")
+def spaces_list() -> None:
+    """List the shipped search spaces."""
+    from autodl.spaces import list_spaces
+
+    for name, description in list_spaces().items():
+        Console().print(f"[bold]{name}[/]: {description}")
+
+
+@spaces_app.command("show")
+def spaces_show(
+    name: Annotated[str, typer.Argument(help="A shipped space name or a .yaml path.")],
+) -> None:
+    """Print a search space's parameters, fixed settings and defaults."""
+    from autodl.spaces import load_space
+
+    space = load_space(name)
+    console = Console()
+    console.print(f"[bold]{space.name}[/] ({space.source}): {space.description}")
+    for param in space.params:
+        if param.type == "categorical":
+            domain = f"one of {list(param.choices)}"
+        else:
+            domain = f"{param.type} {param.low}..{param.high}{' (log)' if param.log else ''}"
+        extras = (" per layer" if param.per_layer else "") + (f" when {param.when}" if param.when else "")
+        console.print(f"  {param.name}: {domain}{extras}")
+    console.print(f"  fixed: {space.fixed}")
+    console.print(f"  defaults: {space.defaults}")
+
+
+@spaces_app.command("validate")
+def spaces_validate(
+    path: Annotated[Path, typer.Argument(help="A search-space .yaml file.")],
+) -> None:
+    """Check a search-space file; prints the first problem and its fix."""
+    from autodl.spaces import load_space
+
+    space = load_space(path)
+    Console().print(f"{path}: valid space '{space.name}' with {len(space.params)} parameters")
+
+
+@app.command()
+def ui(
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", help="Store to show (default: the one autodl search uses)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; only change it if you mean to expose the UI.")
+    ] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the store that autodl search uses (bound to 127.0.0.1)."""
+    import subprocess
+
+    from autodl import runtime
+
+    runtime.configure()
+    from autodl.tracking.base import redact
+    from autodl.tracking.mlflow import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    Console().print(f"MLflow UI for {redact(uri)} at http://{host}:{port}  (Ctrl-C to stop)")
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    raise typer.Exit(subprocess.call(command))
+
+
+def main() -> None:
+    """Entry point: one-line errors with exit code 2 for bad input, never a traceback."""
+    try:
+        app()
+    except AutodlError as error:
+        err.print(f"[bold red]error:[/] {error}", soft_wrap=True, markup=True, highlight=False)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception as error:  # an internal bug: keep the traceback in a file, not on screen
+        with tempfile.NamedTemporaryFile("w", prefix="autodl-crash-", suffix=".log", delete=False) as log:
+            traceback.print_exc(file=log)
+        err.print(
+            f"[bold red]internal error:[/] {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
+            f"Details in {log.name}; please report it.",
+            soft_wrap=True,
+            highlight=False,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

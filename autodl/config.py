@@ -1,0 +1,91 @@
+"""SearchConfig: every setting of a search, validated once at construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from autodl.errors import ConfigError
+
+TASKS = ("binary", "multiclass", "regression")
+FINAL_MODES = ("ensemble", "best")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """Settings of one search. Invalid values raise ConfigError naming the flag and the fix."""
+
+    target: str
+    task: str | None = None
+    metric: str | None = None
+    test_size: float = 0.2
+    folds: int = 5
+    repeats: int = 1
+    trials: int | None = None
+    time_limit: float | None = 120.0
+    space: str = "mlp"
+    max_epochs: int | None = None
+    baselines: tuple[str, ...] | None = None
+    drop_columns: tuple[str, ...] = ()
+    final: str = "ensemble"
+    seed: int = 0
+    output_dir: Path | None = None
+    tracking: bool = True
+    tracking_uri: str | None = None
+    experiment: str = "autodl"
+    study_name: str | None = None
+    resume: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task is not None and self.task not in TASKS:
+            raise ConfigError(
+                f"--task must be one of {', '.join(TASKS)}, got {self.task!r}",
+                "pass --task binary, --task multiclass or --task regression",
+            )
+        if not (isinstance(self.folds, int) and self.folds >= 2):
+            raise ConfigError(
+                f"--folds must be an integer of at least 2, got {self.folds!r}",
+                "use --folds 5 (the default) or --folds 3 for small data",
+            )
+        if not (isinstance(self.repeats, int) and self.repeats >= 1):
+            raise ConfigError(
+                f"--repeats must be an integer of at least 1, got {self.repeats!r}",
+                "use --repeats 1 (plain k-fold) or more for iterated k-fold",
+            )
+        if not (
+            isinstance(self.test_size, int | float)
+            and math.isfinite(self.test_size)
+            and 0.0 <= self.test_size < 0.9
+        ):
+            raise ConfigError(
+                f"--test-size must be a fraction in [0, 0.9), got {self.test_size!r}",
+                "use --test-size 0.2 (the default): the share of rows held out for the final score",
+            )
+        if self.trials is not None and self.trials < 0:
+            raise ConfigError(
+                f"--trials must be 0 or more, got {self.trials}",
+                "pass --trials 20, or --trials 0 to fit the baselines only",
+            )
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ConfigError(
+                f"--time-limit must be a positive number of seconds, got {self.time_limit}",
+                "pass --time-limit 300 for five minutes",
+            )
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ConfigError(
+                f"--max-epochs must be at least 1, got {self.max_epochs}",
+                "pass --max-epochs 100 or leave it to the search space",
+            )
+        if self.final not in FINAL_MODES:
+            raise ConfigError(
+                f"--final must be one of {', '.join(FINAL_MODES)}, got {self.final!r}",
+                "pass --final ensemble (default) or --final best",
+            )
+
+    def as_dict(self) -> dict:
+        """Plain values for logging (paths as strings)."""
+        values = asdict(self)
+        values["output_dir"] = str(self.output_dir) if self.output_dir else None
+        return values

@@ -1,0 +1,1 @@
+"""Reading a table, profiling its columns and detecting the task."""

@@ -1,0 +1,107 @@
+"""Turn a raw table into a validated Dataset: features, encoded target, task and profile."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from autodl.data.profile import TableProfile, check_features, profile_columns
+from autodl.data.task import TaskInfo, detect_task
+from autodl.errors import DataError, closest
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Validated features and target; `y` is the class index (classification) or a float."""
+
+    features: pd.DataFrame
+    target_name: str
+    y: np.ndarray
+    task: TaskInfo
+    profile: TableProfile
+    n_missing_target: int
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.features)
+
+    def labels(self, indices: np.ndarray) -> np.ndarray:
+        """Class labels for class indices (classification only)."""
+        return np.asarray(self.task.classes, dtype=object)[indices]
+
+
+def build_dataset(
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    task: str | None = None,
+    drop: tuple[str, ...] = (),
+    folds: int = 5,
+    test_size: float = 0.2,
+) -> Dataset:
+    """Validate `frame` for learning `target`; raises DataError naming the problem and the fix."""
+    _require_column(frame, target, "target", "--target")
+    for name in drop:
+        _require_column(frame, name, "--drop", "--drop")
+    if target in drop:
+        raise DataError(f"the target '{target}' is also in --drop", f"remove '{target}' from --drop")
+    missing = frame[target].isna()
+    frame = frame.loc[~missing].reset_index(drop=True)
+    if len(frame) == 0:
+        raise DataError(
+            f"no rows left: every value of the target '{target}' is missing",
+            "check --target; the target column must hold values",
+        )
+    target_values = frame[target]
+    if target_values.nunique() < 2:
+        raise DataError(
+            f"the target '{target}' is constant (every row is {target_values.iloc[0]!r}); there is nothing to learn",
+            "check --target, or add rows of the other outcomes",
+        )
+    task_info = detect_task(target_values, task)
+    if task_info.kind == "regression":
+        y = pd.to_numeric(target_values, errors="coerce").to_numpy(dtype=float)
+        if not np.all(np.isfinite(y)):
+            raise DataError(
+                f"the target '{target}' has infinite values",
+                "replace them with finite numbers or remove those rows",
+            )
+    else:
+        index = {label: i for i, label in enumerate(task_info.classes)}
+        y = target_values.map(index).to_numpy(dtype=np.int64)
+        _check_class_sizes(target_values, folds, test_size, target)
+    features = frame.drop(columns=[target, *drop])
+    profile = profile_columns(features)
+    check_features(features, profile)
+    return Dataset(features, target, y, task_info, profile, int(missing.sum()))
+
+
+def _require_column(frame: pd.DataFrame, name: str, what: str, flag: str) -> None:
+    if name in frame.columns:
+        return
+    columns = [str(c) for c in frame.columns]
+    near = closest(name, columns)
+    hint = (
+        f"did you mean {' or '.join(repr(n) for n in near)}?"
+        if near
+        else f"columns are: {', '.join(columns[:12])}"
+    )
+    raise DataError(
+        f"{what} column '{name}' not found in the table", f"pass {flag} with a column name; {hint}"
+    )
+
+
+def _check_class_sizes(labels: pd.Series, folds: int, test_size: float, target: str) -> None:
+    counts = labels.value_counts()
+    needed = max(2, math.ceil(folds / (1 - test_size))) if test_size > 0 else folds
+    smallest = counts.idxmin()
+    if counts.min() < needed:
+        raise DataError(
+            f"class {smallest!r} of '{target}' has {counts.min()} rows, but {folds}-fold CV with a "
+            f"{test_size:.0%} test split needs at least {needed} rows of every class",
+            f"lower --folds (e.g. --folds {max(2, min(folds - 1, counts.min() - 1))}), add rows of class "
+            f"{smallest!r}, or remove that class",
+        )

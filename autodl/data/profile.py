@@ -1,0 +1,135 @@
+"""Decide what each feature column is (numeric, categorical, datetime, text, ID-like, constant)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from autodl.errors import DataError
+
+MODELED_KINDS = ("numeric", "categorical", "datetime")
+ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^id[_\W]|identifier", re.IGNORECASE)
+DATE_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?")
+TEXT_MIN_WORDS = 3.0
+SAMPLE = 2000
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """What autodl decided about one column, and why."""
+
+    name: str
+    kind: str
+    reason: str
+    n_unique: int
+    n_missing: int
+
+    @property
+    def used(self) -> bool:
+        return self.kind in MODELED_KINDS
+
+
+@dataclass(frozen=True)
+class TableProfile:
+    """The profile of every feature column, in table order."""
+
+    columns: tuple[ColumnProfile, ...]
+
+    def names(self, kind: str) -> list[str]:
+        return [column.name for column in self.columns if column.kind == kind]
+
+    @property
+    def used(self) -> list[str]:
+        return [column.name for column in self.columns if column.used]
+
+    @property
+    def dropped(self) -> list[ColumnProfile]:
+        return [column for column in self.columns if not column.used]
+
+
+def profile_columns(features: pd.DataFrame) -> TableProfile:
+    """Profile every column of `features`; raises DataError when none can be modeled."""
+    profiles = tuple(_profile_column(str(name), features[name]) for name in features.columns)
+    if not any(profile.used for profile in profiles):
+        dropped = ", ".join(f"{p.name} ({p.kind})" for p in profiles) or "none"
+        raise DataError(
+            f"no usable feature columns: {dropped}",
+            "check --target and --drop, or add feature columns to the file",
+        )
+    return TableProfile(profiles)
+
+
+def _profile_column(name: str, values: pd.Series) -> ColumnProfile:
+    n_missing = int(values.isna().sum())
+    present = values.dropna()
+    n_unique = int(present.nunique())
+
+    def decided(kind: str, reason: str) -> ColumnProfile:
+        return ColumnProfile(name, kind, reason, n_unique, n_missing)
+
+    if len(present) == 0:
+        return decided("empty", "every value is missing")
+    if n_unique == 1:
+        return decided("constant", f"one distinct value ({present.iloc[0]!r})")
+    if pd.api.types.is_bool_dtype(values):
+        return decided("categorical", "true/false values")
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return decided("datetime", "datetime values")
+    if pd.api.types.is_numeric_dtype(values):
+        return _profile_numeric(name, present, decided)
+    return _profile_strings(name, present.astype(str), decided)
+
+
+def _profile_numeric(name, present: pd.Series, decided) -> ColumnProfile:
+    all_unique = present.nunique() == len(present)
+    integral = bool(np.all(np.mod(present.to_numpy(dtype=float), 1) == 0))
+    if all_unique and integral and len(present) >= 20:
+        ordered = present.is_monotonic_increasing or present.is_monotonic_decreasing
+        if ID_NAME.search(name) or ordered:
+            why = "name looks like an identifier" if ID_NAME.search(name) else "values run in order"
+            return decided("id", f"every value is a distinct integer and the {why}")
+    return decided("numeric", f"numbers ({present.nunique()} distinct)")
+
+
+def _profile_strings(name: str, present: pd.Series, decided) -> ColumnProfile:
+    sample = present.sample(min(SAMPLE, len(present)), random_state=0)
+    n_unique = present.nunique()
+    if sample.str.match(DATE_LIKE).mean() > 0.9:
+        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+        if parsed.notna().mean() > 0.9:
+            return decided("datetime", "strings that parse as dates")
+    numeric = pd.to_numeric(sample.str.replace(",", "", regex=False), errors="coerce")
+    if numeric.notna().mean() > 0.98:
+        return decided("numeric", "strings that parse as numbers")
+    mean_words = sample.str.split().str.len().mean()
+    if mean_words >= TEXT_MIN_WORDS and n_unique > 0.5 * len(present):
+        return decided("text", f"free text (about {mean_words:.0f} words a value); text is not modeled yet")
+    if n_unique == len(present) and len(present) >= 20:
+        return decided("id", "every value is distinct, so it cannot generalise")
+    if n_unique > 0.5 * len(present) and len(present) >= 20:
+        return decided("id", f"{n_unique} distinct values in {len(present)} rows: mostly unique labels")
+    return decided("categorical", f"labels ({n_unique} distinct)")
+
+
+def check_features(features: pd.DataFrame, profile: TableProfile) -> None:
+    """Raise DataError for columns that cannot be used as given: all-missing or infinite."""
+    for column in profile.columns:
+        if column.kind == "empty":
+            raise DataError(
+                f"column '{column.name}' has no values (every cell is missing)",
+                f"remove the column from the file, or pass --drop '{column.name}'",
+            )
+    for name in profile.names("numeric"):
+        values = features[name]
+        if not pd.api.types.is_numeric_dtype(values):
+            continue
+        infinite = np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
+        if infinite.any():
+            rows = ", ".join(str(i + 2) for i in np.flatnonzero(infinite)[:3])
+            raise DataError(
+                f"column '{name}' has {int(infinite.sum())} infinite values (first at file line {rows})",
+                f"replace them with empty cells or finite numbers, or pass --drop '{name}'",
+            )

@@ -1,0 +1,45 @@
+"""Greedy ensemble selection (Caruana et al. 2004) over out-of-fold predictions."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from autodl.metrics import Metric
+
+ROUNDS = 25
+MIN_GAIN = 1e-5  # smaller gains are float noise (a constant member can nudge tied ranks)
+
+
+def select_ensemble(
+    oof: dict[str, np.ndarray], y: np.ndarray, metric: Metric, rounds: int = ROUNDS
+) -> dict[str, float]:
+    """Weights (summing to 1) of the candidates whose averaged OOF predictions score best.
+
+    Starts from the best single candidate and adds, with replacement, whichever candidate most
+    improves the blend; stops when no addition improves it.
+    """
+    names = list(oof)
+    scores = {name: metric(y, oof[name]) for name in names}
+    best_single = max(names, key=lambda n: scores[n] if metric.greater_is_better else -scores[n])
+    chosen = Counter({best_single: 1})
+    blend_sum = oof[best_single].copy()
+    current = scores[best_single]
+    for _ in range(rounds - 1):
+        size = sum(chosen.values()) + 1
+        trial_scores = {name: metric(y, (blend_sum + oof[name]) / size) for name in names}
+        name = max(names, key=lambda n: trial_scores[n] if metric.greater_is_better else -trial_scores[n])
+        gain = trial_scores[name] - current if metric.greater_is_better else current - trial_scores[name]
+        if gain <= MIN_GAIN:
+            break
+        chosen[name] += 1
+        blend_sum += oof[name]
+        current = trial_scores[name]
+    total = sum(chosen.values())
+    return {name: count / total for name, count in chosen.most_common()}
+
+
+def blend(predictions: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """The weighted average of the members' predictions."""
+    return sum(weights[name] * predictions[name] for name in weights)

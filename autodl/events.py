@@ -1,0 +1,47 @@
+"""The Reporter interface: what a search tells its user as it goes. The base class is silent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from autodl.data.dataset import Dataset
+from autodl.metrics import Metric
+from autodl.result import CandidateOutcome, SearchResult
+
+
+class Reporter:
+    """Receives progress events; subclass and override what you want to show."""
+
+    def dataset(
+        self,
+        *,
+        source: str,
+        frame: pd.DataFrame,
+        dataset: Dataset,
+        metric: Metric,
+        metric_reason: str,
+    ) -> None:
+        pass
+
+    def split(self, *, n_dev: int, n_test: int, folds: int, repeats: int, stratified: bool) -> None:
+        pass
+
+    def phase(self, name: str, total: int | None, seconds_left: float | None) -> None:
+        pass
+
+    def outcome(
+        self,
+        outcome: CandidateOutcome,
+        *,
+        best: CandidateOutcome | None,
+        seconds_left: float | None,
+    ) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+    def finished(self, result: SearchResult, *, details: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,103 @@
+"""Metrics by task (AutoML Benchmark conventions) over class probabilities or values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn import metrics as skm
+
+from autodl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score over (true y, predictions): class-probability matrix or regression values."""
+
+    name: str
+    greater_is_better: bool
+    fn: Callable[[np.ndarray, np.ndarray], float]
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.greater_is_better else "minimize"
+
+    def __call__(self, y_true: np.ndarray, prediction: np.ndarray) -> float:
+        return float(self.fn(y_true, prediction))
+
+    def better(self, a: float, b: float) -> bool:
+        """True when score `a` is strictly better than `b`."""
+        return a > b if self.greater_is_better else a < b
+
+    def worst(self) -> float:
+        return -np.inf if self.greater_is_better else np.inf
+
+
+def _labels(proba: np.ndarray) -> np.ndarray:
+    return np.argmax(proba, axis=1)
+
+
+def _log_loss(y: np.ndarray, proba: np.ndarray) -> float:
+    return skm.log_loss(y, np.clip(proba, 1e-15, 1.0), labels=np.arange(proba.shape[1]))
+
+
+def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    if proba.shape[1] == 2:
+        return skm.roc_auc_score(y, proba[:, 1])
+    return skm.roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
+
+
+CLASSIFICATION = {
+    "roc_auc": Metric("roc_auc", True, _roc_auc),
+    "log_loss": Metric("log_loss", False, _log_loss),
+    "accuracy": Metric("accuracy", True, lambda y, p: skm.accuracy_score(y, _labels(p))),
+    "balanced_accuracy": Metric(
+        "balanced_accuracy", True, lambda y, p: skm.balanced_accuracy_score(y, _labels(p))
+    ),
+    "f1": Metric(
+        "f1",
+        True,
+        lambda y, p: skm.f1_score(y, _labels(p), average="binary" if p.shape[1] == 2 else "macro"),
+    ),
+}
+REGRESSION = {
+    "rmse": Metric("rmse", False, lambda y, p: skm.root_mean_squared_error(y, p)),
+    "mae": Metric("mae", False, skm.mean_absolute_error),
+    "r2": Metric("r2", True, skm.r2_score),
+}
+DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
+SECONDARY = {
+    "binary": ("accuracy", "balanced_accuracy", "f1", "log_loss"),
+    "multiclass": ("accuracy", "balanced_accuracy", "f1"),
+    "regression": ("r2", "mae"),
+}
+
+
+def metrics_for(task: str) -> dict[str, Metric]:
+    return REGRESSION if task == "regression" else CLASSIFICATION
+
+
+def resolve_metric(task: str, name: str | None) -> Metric:
+    """The metric named `name` (or the task's default); ConfigError if it does not fit the task."""
+    available = metrics_for(task)
+    chosen = name or DEFAULT_METRIC[task]
+    if chosen not in available:
+        raise ConfigError(
+            f"--metric {chosen!r} does not apply to a {task} task",
+            f"use one of {', '.join(available)} (default {DEFAULT_METRIC[task]})",
+        )
+    return available[chosen]
+
+
+def score_all(task: str, primary: Metric, y_true: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
+    """The primary metric and the task's secondary metrics; one that cannot be computed is skipped."""
+    available = metrics_for(task)
+    scores = {primary.name: primary(y_true, prediction)}
+    for name in SECONDARY[task]:
+        if name != primary.name:
+            try:
+                scores[name] = available[name](y_true, prediction)
+            except ValueError:
+                continue
+    return scores

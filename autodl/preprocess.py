@@ -1,0 +1,155 @@
+"""Unfitted preprocessing per column kind; always fitted inside a training fold only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from autodl.data.profile import TableProfile
+
+MISSING_LABEL = "__missing__"
+MIN_CATEGORY_FREQUENCY = 5
+MAX_ONEHOT_CATEGORIES = 32
+STYLES = ("dense", "tree")
+
+
+class ToNumbers(BaseEstimator, TransformerMixin):
+    """Coerce columns to float: numbers stored as text (thousands separators allowed) or booleans."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        frame = pd.DataFrame(X)
+        return np.column_stack([_to_float(frame.iloc[:, i]) for i in range(frame.shape[1])])
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray(input_features, dtype=object)
+
+
+class ToLabels(BaseEstimator, TransformerMixin):
+    """Turn every categorical value into a string label; missing values become one label."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        frame = pd.DataFrame(X).astype(object)
+        return frame.where(frame.notna(), MISSING_LABEL).astype(str).to_numpy(dtype=object)
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray(input_features, dtype=object)
+
+
+class DatetimeFeatures(BaseEstimator, TransformerMixin):
+    """Expand each datetime column into year, month, day, weekday, hour and days since 1970."""
+
+    PARTS = ("year", "month", "day", "weekday", "hour", "epoch_days")
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        self.feature_names_in_ = np.asarray(pd.DataFrame(X).columns.astype(str), dtype=object)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        frame = pd.DataFrame(X)
+        blocks = []
+        for i in range(frame.shape[1]):
+            stamps = pd.to_datetime(frame.iloc[:, i], errors="coerce", format="mixed")
+            if getattr(stamps.dt, "tz", None) is not None:
+                stamps = stamps.dt.tz_convert(None)
+            epoch = (stamps - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+            parts = [
+                stamps.dt.year,
+                stamps.dt.month,
+                stamps.dt.day,
+                stamps.dt.weekday,
+                stamps.dt.hour,
+                epoch,
+            ]
+            blocks.append(np.column_stack([part.to_numpy(dtype=float, na_value=np.nan) for part in parts]))
+        return np.hstack(blocks)
+
+    def get_feature_names_out(self, input_features=None):
+        names = input_features if input_features is not None else self.feature_names_in_
+        return np.asarray([f"{name}_{part}" for name in names for part in self.PARTS], dtype=object)
+
+
+def _to_float(values: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    text = values.astype(object).where(values.notna(), None).astype(str).str.replace(",", "", regex=False)
+    return pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def build_preprocessor(profile: TableProfile, style: str = "dense") -> ColumnTransformer:
+    """A ColumnTransformer for the modeled columns of `profile`.
+
+    "dense" (neural networks, linear models, kernels): impute, standardize, one-hot encode
+    (rare and unseen categories grouped). "tree": numbers kept with their missing values,
+    categories ordinal-encoded, unseen categories as missing.
+    """
+    numeric = profile.names("numeric")
+    categorical = profile.names("categorical")
+    datetime = profile.names("datetime")
+    if style == "dense":
+        numbers = make_pipeline(
+            ToNumbers(),
+            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            StandardScaler(),
+        )
+        labels = make_pipeline(
+            ToLabels(),
+            OneHotEncoder(
+                handle_unknown="infrequent_if_exist",
+                min_frequency=MIN_CATEGORY_FREQUENCY,
+                max_categories=MAX_ONEHOT_CATEGORIES,
+                sparse_output=False,
+            ),
+        )
+        dates = make_pipeline(
+            DatetimeFeatures(),
+            SimpleImputer(strategy="median", keep_empty_features=True),
+            StandardScaler(),
+        )
+    elif style == "tree":
+        numbers = ToNumbers()
+        labels = make_pipeline(
+            ToLabels(),
+            OrdinalEncoder(
+                handle_unknown="use_encoded_value",
+                unknown_value=np.nan,
+                min_frequency=MIN_CATEGORY_FREQUENCY,
+                max_categories=255,
+            ),
+        )
+        dates = DatetimeFeatures()
+    else:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    parts = [
+        (name, transformer, columns)
+        for name, transformer, columns in (
+            ("numeric", numbers, numeric),
+            ("categorical", labels, categorical),
+            ("datetime", dates, datetime),
+        )
+        if columns
+    ]
+    return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+
+
+def tree_categorical_mask(profile: TableProfile) -> list[bool]:
+    """Which output columns of the "tree" preprocessor hold ordinal-encoded categories."""
+    n_dates = len(DatetimeFeatures.PARTS) * len(profile.names("datetime"))
+    return (
+        [False] * len(profile.names("numeric"))
+        + [True] * len(profile.names("categorical"))
+        + [False] * n_dates
+    )

@@ -1,0 +1,195 @@
+"""What the CLI prints: decisions with reasons, leaderboards, a progress bar, the final scores."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from autodl.events import Reporter
+from autodl.result import CandidateOutcome, SearchResult, leaderboard_frame
+from autodl.tracking.base import redact
+
+KIND_STYLE = {"numeric": "cyan", "categorical": "magenta", "datetime": "blue"}
+
+
+class RichReporter(Reporter):
+    """Prints a search as it happens to a rich Console."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self._progress: Progress | None = None
+        self._bar = None
+        self._metric = ""
+        self._greater = True
+        self._phase = ""
+        self._baselines: list[CandidateOutcome] = []
+        self._phase_started = time.monotonic()
+
+    def dataset(self, *, source, frame, dataset, metric, metric_reason) -> None:
+        c = self.console
+        c.print(f"[bold]Read[/] {source}: {len(frame):,} rows x {frame.shape[1]} columns")
+        if dataset.n_missing_target:
+            c.print(f"  dropped {dataset.n_missing_target} rows whose target is missing")
+        table = Table(title="Columns", title_justify="left", show_edge=False, pad_edge=False)
+        for header in ("column", "kind", "used", "why"):
+            table.add_column(header)
+        for column in dataset.profile.columns:
+            style = KIND_STYLE.get(column.kind, "dim")
+            table.add_row(
+                column.name,
+                f"[{style}]{column.kind}[/]",
+                "yes" if column.used else "[dim]dropped[/]",
+                column.reason,
+            )
+        c.print(table)
+        task = dataset.task
+        classes = f" classes: {', '.join(map(str, task.classes[:10]))}" if task.classes else ""
+        c.print(f"[bold]Task[/]: {task.kind} ({task.reason});{classes}. Override with --task.")
+        c.print(
+            f"[bold]Metric[/]: {metric.name}, {metric.direction}d ({metric_reason}). Override with --metric."
+        )
+        self._metric = metric.name
+        self._greater = metric.greater_is_better
+
+    def split(self, *, n_dev, n_test, folds, repeats, stratified) -> None:
+        how = "stratified " if stratified else ""
+        if n_test:
+            self.console.print(
+                f"[bold]Split[/]: {n_test:,} test rows set aside ({how}holdout), untouched until the final score."
+            )
+        else:
+            self.console.print(
+                "[bold]Split[/]: no test split (--test-size 0): the final score is the CV estimate only."
+            )
+        repeat = f", repeated {repeats} times" if repeats > 1 else ""
+        self.console.print(
+            f"       {folds}-fold {how}cross-validation{repeat} on the other {n_dev:,} rows; preprocessing is fitted inside each training fold."
+        )
+
+    def phase(self, name: str, total: int | None, seconds_left: float | None) -> None:
+        self._end_progress()
+        self._phase = name
+        self._phase_started = time.monotonic()
+        if name == "baselines":
+            self.console.print(
+                f"\n[bold]Baselines[/] ({total}): scikit-learn models on the same folds, the bar to beat."
+            )
+        else:
+            self._print_baselines()
+            budget = f"{total} trials" if total else "no trial cap"
+            limit = f", {seconds_left:.0f}s left of the time limit" if seconds_left is not None else ""
+            self.console.print(
+                f"\n[bold]Keras search[/] ({budget}{limit}); Ctrl-C stops it and keeps the best so far."
+            )
+            self._progress = Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            size = total if total else max(1.0, seconds_left or 1.0)
+            self._bar = self._progress.add_task(
+                "trials", total=size, status="starting", by_time=not total, limit=seconds_left
+            )
+            self._progress.start()
+
+    def outcome(self, outcome: CandidateOutcome, *, best, seconds_left) -> None:
+        if outcome.family == "baseline":
+            self._baselines.append(outcome)
+            score = (
+                f"{outcome.mean:.4f} ± {outcome.std:.4f}"
+                if outcome.state == "complete"
+                else f"[yellow]{outcome.state}[/]: {outcome.reason}"
+            )
+            self.console.print(f"  {outcome.name:<30} {score}  ({outcome.fit_seconds:.1f}s)")
+            return
+        line = (
+            f"  trial {outcome.trial_number:>3}  {outcome.mean:.4f} ± {outcome.std:.4f}  ({outcome.fit_seconds:.1f}s)"
+            if outcome.state == "complete"
+            else f"  trial {outcome.trial_number:>3}  [yellow]{outcome.state}[/]: {outcome.reason}"
+        )
+        best_text = f"best {best.name} {best.mean:.4f}" if best else "no complete candidate yet"
+        left = f", {max(0.0, seconds_left):.0f}s left" if seconds_left is not None else ""
+        if self._progress is not None:
+            self._progress.console.print(line)
+            task = self._progress.tasks[0]
+            if task.fields.get("by_time"):
+                done = time.monotonic() - self._phase_started
+                self._progress.update(self._bar, completed=min(task.total, done), status=f"{best_text}{left}")
+            else:
+                self._progress.update(self._bar, advance=1, status=f"{best_text}{left}")
+        else:
+            self.console.print(line)
+
+    def note(self, message: str) -> None:
+        self.console.print(f"[yellow]{message}[/]")
+
+    def finished(self, result: SearchResult, *, details: dict[str, Any]) -> None:
+        self._end_progress()
+        if self._phase == "baselines":
+            self._print_baselines()
+        c = self.console
+        c.print(f"\n[bold]Stopped[/]: {result.decisions['stop_reason']}.")
+        c.print(leaderboard_table(result, top=15))
+        members = ", ".join(f"{name} x{weight:.2f}" for name, weight in result.final_members.items())
+        how = (
+            "greedy ensemble selection over out-of-fold predictions; each member averages its fold models"
+            if len(result.final_members) > 1
+            else "the best candidate by CV score, averaging its fold models"
+        )
+        c.print(
+            f"[bold]Final model[/]: {result.final_name} ({members})\n  built by {how} (no refit: the fold models are the final model)."
+        )
+        c.print(f"[bold]CV estimate[/] {result.metric} = {result.cv_score:.4f} (out-of-fold predictions)")
+        if result.test_scores:
+            others = ", ".join(f"{k} {v:.4f}" for k, v in result.test_scores.items() if k != result.metric)
+            c.print(
+                f"[bold green]Test score[/]  {result.metric} = {result.test_score:.4f}  (scored once on the held-out test rows; {others})"
+            )
+        c.print(f"\nSaved the model and summary to [bold]{result.output_dir}[/]")
+        c.print(f"  predict:  autodl predict {result.model_dir} data.csv -o predictions.csv")
+        if result.run_id:
+            uri = redact(result.tracking_uri)
+            c.print(f"MLflow run {result.run_id} in {uri}")
+            model_uri = result.decisions.get("mlflow_model_uri")
+            if model_uri:
+                c.print(f"  model URI: {model_uri}")
+            c.print(
+                f"  review:   autodl ui --tracking-uri '{uri}'   (or: mlflow ui --backend-store-uri '{uri}')"
+            )
+
+    def _print_baselines(self) -> None:
+        if not self._baselines:
+            return
+        frame = leaderboard_frame(self._baselines, self._metric, self._greater)
+        if len(frame):
+            self.console.print(_frame_table(frame, f"Baseline leaderboard (CV {self._metric})"))
+        self._baselines = []
+
+    def _end_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def leaderboard_table(result: SearchResult, top: int = 15) -> Table:
+    frame = result.leaderboard.head(top)
+    return _frame_table(
+        frame,
+        f"Leaderboard (CV {result.metric}, {'higher' if result.greater_is_better else 'lower'} is better)",
+    )
+
+
+def _frame_table(frame, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in frame.columns:
+        table.add_column(str(column), justify="right" if frame[column].dtype.kind in "fi" else "left")
+    for _, row in frame.iterrows():
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.tolist()])
+    return table

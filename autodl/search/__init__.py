@@ -1,0 +1,1 @@
+"""Cross-validation of candidates and the Optuna search over Keras models."""

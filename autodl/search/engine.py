@@ -1,0 +1,170 @@
+"""The Optuna study over Keras models: sampler, pruner, persistent storage, budgets, failures."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from autodl.candidates.keras_model import keras_candidate
+from autodl.metrics import Metric
+from autodl.result import CandidateOutcome
+from autodl.runtime import import_keras
+from autodl.search.cv import CVResult, DeadlineReached, DevData, cross_validate
+from autodl.spaces.schema import SearchSpace
+from autodl.spaces.suggest import defaults_point, suggest_params
+
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Stop after `trials` finished trials or at the monotonic-clock `deadline`, whichever first."""
+
+    trials: int | None
+    deadline: float | None
+
+    def seconds_left(self) -> float:
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+
+def open_study(*, storage_path: Path, study_name: str, metric: Metric, seed: int, resume: bool):
+    """Create (or, with `resume`, reopen) the study in a journal file safe for concurrent workers."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(storage_path)))
+    sampler = optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=True,
+        group=True,
+        n_startup_trials=6,
+        warn_independent_sampling=False,
+    )
+    # Steps are folds: after fold i the running mean of fold scores is reported at step i.
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+    return optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction=metric.direction,
+        load_if_exists=resume,
+    )
+
+
+def finished_trials(study) -> int:
+    import optuna
+
+    done = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.FAIL,
+    )
+    return len(study.get_trials(deepcopy=False, states=done))
+
+
+def run_keras_search(
+    study,
+    *,
+    space: SearchSpace,
+    data: DevData,
+    metric: Metric,
+    budget: Budget,
+    seed: int,
+    max_epochs: int | None,
+    on_outcome: Callable[[CandidateOutcome, CVResult | None], None],
+) -> str:
+    """Run trials until the budget is spent; each finished trial is passed to `on_outcome`.
+
+    Returns why the search stopped.
+
+    A trial that raises is recorded as failed with its reason and the search goes on; after
+    MAX_CONSECUTIVE_FAILURES failures in a row the search stops.
+    """
+    import optuna
+
+    keras = import_keras()
+    fixed = {**space.fixed, **({"max_epochs": max_epochs} if max_epochs else {})}
+    cv_results: dict[int, CVResult] = {}
+    failures_in_a_row = 0
+    stop = {"reason": "time limit reached"}
+
+    if finished_trials(study) == 0 and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(defaults_point(space), skip_if_exists=True)
+
+    def objective(trial) -> float:
+        if budget.seconds_left() <= 0:
+            trial.study.stop()
+            raise optuna.TrialPruned("time limit reached before the trial started")
+        params = suggest_params(trial, space)
+        candidate = keras_candidate(
+            f"keras_trial_{trial.number}",
+            params,
+            fixed=fixed,
+            task=data.task,
+            n_classes=data.n_classes,
+            seed=seed + trial.number,
+            deadline=budget.deadline,
+        )
+
+        def after_fold(index: int, running_mean: float) -> None:
+            trial.report(running_mean, step=index)
+            if trial.should_prune():
+                raise optuna.TrialPruned(
+                    f"pruned after fold {index + 1}: running mean {running_mean:.4f} is behind the median of earlier trials"
+                )
+
+        keras.backend.clear_session(free_memory=True)
+        try:
+            result = cross_validate(candidate, data, metric, after_fold=after_fold)
+        except DeadlineReached as error:
+            trial.study.stop()
+            trial.set_user_attr("reason", str(error))
+            raise optuna.TrialPruned(str(error)) from None
+        except optuna.TrialPruned as pruned:
+            trial.set_user_attr("reason", str(pruned))
+            raise
+        except Exception as error:  # a failing trial fails alone; the reason is kept
+            trial.set_user_attr("reason", f"{type(error).__name__}: {error}".splitlines()[0][:500])
+            raise
+        trial.set_user_attr("fold_scores", result.fold_scores)
+        trial.set_user_attr("fit_seconds", result.fit_seconds)
+        cv_results[trial.number] = result
+        return result.mean
+
+    def record(study, trial) -> None:
+        nonlocal failures_in_a_row
+        state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name)
+        if state is None:
+            return
+        result = cv_results.pop(trial.number, None)
+        outcome = CandidateOutcome(
+            name=f"keras_trial_{trial.number}",
+            family="keras",
+            params=dict(trial.params),
+            state=state,
+            reason=trial.user_attrs.get("reason", ""),
+            fold_scores=list(trial.user_attrs.get("fold_scores", [])),
+            fit_seconds=float(trial.user_attrs.get("fit_seconds", 0.0)),
+            fold_details=result.fold_details if result else [],
+            trial_number=trial.number,
+        )
+        on_outcome(outcome, result)
+        failures_in_a_row = failures_in_a_row + 1 if state == "failed" else 0
+        if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+            stop["reason"] = f"{failures_in_a_row} trials failed in a row (last: {outcome.reason})"
+            study.stop()
+        if budget.trials is not None and finished_trials(study) >= budget.trials:
+            stop["reason"] = f"trial budget reached ({budget.trials} trials)"
+            study.stop()
+
+    if budget.trials is not None and finished_trials(study) >= budget.trials:
+        return f"trial budget already reached ({budget.trials} trials)"
+    timeout = None if budget.deadline is None else max(0.0, budget.seconds_left())
+    study.optimize(objective, timeout=timeout, callbacks=[record], catch=(Exception,), gc_after_trial=True)
+    return stop["reason"]

@@ -1,0 +1,144 @@
+"""Serving: the final model as an MLflow pyfunc, and loading a model from a folder or an MLflow URI."""
+
+from __future__ import annotations
+
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+
+from autodl.errors import DataError
+from autodl.model import TabularModel
+
+MLFLOW_URI_SCHEMES = (
+    "runs:/",
+    "models:/",
+    "mlflow-artifacts:/",
+    "file:",
+    "s3:/",
+    "gs:/",
+    "wasbs:",
+    "hdfs:",
+    "dbfs:",
+)
+PINNED = (
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "scikit-learn",
+    "pandas",
+    "numpy",
+    "skops",
+    "pyarrow",
+)
+
+
+class AutodlPyfunc(mlflow.pyfunc.PythonModel):
+    """Takes raw dataframe rows; returns `prediction` (and `proba_<class>` for classification)."""
+
+    def load_context(self, context) -> None:
+        self.model = TabularModel.load(context.artifacts["model"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.model.predict_frame(pd.DataFrame(model_input))
+
+
+def pinned_requirements() -> list[str]:
+    """Exact versions of the packages the model needs at prediction time."""
+    pins = []
+    for name in PINNED:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    pins.append(f"mlflow=={metadata.version('mlflow')}")
+    return pins
+
+
+def log_pyfunc_model(model_dir: Path, input_example: pd.DataFrame):
+    """Log the saved model folder as an MLflow pyfunc in the active run; returns the ModelInfo."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    model = TabularModel.load(model_dir)
+    example = _signature_frame(input_example.head(5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MLflow's integer-column hint; handled above
+        signature = infer_signature(example, model.predict_frame(example))
+    # Any column may be missing in a row at prediction time, as it may be in training.
+    signature.inputs = Schema([ColSpec(c.type, c.name, required=False) for c in signature.inputs.inputs])
+    package_dir = Path(__file__).resolve().parent
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(package_dir / "mlflow_model.py"),
+        artifacts={"model": str(model_dir)},
+        signature=signature,
+        input_example=example,
+        pip_requirements=pinned_requirements(),
+        code_paths=[str(package_dir)],
+    )
+
+
+def _predict_pyfunc(pyfunc, frame: pd.DataFrame) -> pd.DataFrame:
+    from mlflow.exceptions import MlflowException
+
+    names = [spec.name for spec in pyfunc.metadata.get_input_schema().inputs]
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise DataError(
+            f"the input lacks {len(missing)} column(s) the model was trained on: {', '.join(map(repr, missing[:5]))}",
+            "add those columns (empty cells are allowed) to the file",
+        )
+    extra = [c for c in frame.columns if c not in names]
+    if extra:
+        warnings.warn(
+            f"ignoring {len(extra)} column(s) unknown to the model: {', '.join(map(str, extra[:5]))}",
+            stacklevel=2,
+        )
+    try:
+        return pd.DataFrame(pyfunc.predict(_signature_frame(frame[names])))
+    except MlflowException as error:
+        raise DataError(
+            f"the input does not fit the model's schema ({str(error).splitlines()[-1][:200]})",
+            "give each column the kind of values it had in training",
+        ) from error
+
+
+def _signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Floats for integer columns and objects for text, so rows with missing values fit the schema."""
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if pd.api.types.is_integer_dtype(values):
+            out[column] = values.astype("float64")
+        elif not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            out[column] = values.astype(object)
+    return out
+
+
+def load_predictor(reference: str):
+    """A callable frame -> prediction frame from a model folder or an MLflow model URI."""
+    if reference.startswith(MLFLOW_URI_SCHEMES) and not Path(reference).exists():
+        import mlflow
+
+        try:
+            pyfunc = mlflow.pyfunc.load_model(reference)
+        except Exception as error:
+            raise DataError(
+                f"cannot load the MLflow model {reference!r} ({str(error).splitlines()[0][:200]})",
+                "check the URI and that MLFLOW_TRACKING_URI (or --tracking-uri) points at the store that holds it",
+            ) from error
+        return lambda frame: _predict_pyfunc(pyfunc, frame)
+    path = Path(reference)
+    if not path.exists():
+        raise DataError(
+            f"model not found: {reference}",
+            "pass the model folder printed by autodl search, or a runs:/ or models:/ URI",
+        )
+    if (path / "model" / "autodl-model.json").is_file():
+        path = path / "model"
+    model = TabularModel.load(path)
+    return model.predict_frame

@@ -1,0 +1,1 @@
+"""Shipped search spaces (YAML), installed as the package autodl.search_spaces."""
