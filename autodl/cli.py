@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from autodl.errors import AutodlError
 
@@ -273,7 +274,7 @@ def main() -> None:
     try:
         app()
     except AutodlError as error:
-        err.print(f"[bold red]error:[/] {error}", soft_wrap=True, markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True, markup=True, highlight=False)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
@@ -282,8 +283,9 @@ def main() -> None:
         with tempfile.NamedTemporaryFile("w", prefix="autodl-crash-", suffix=".log", delete=False) as log:
             traceback.print_exc(file=log)
         err.print(
-            f"[bold red]internal error:[/] {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
-            f"Details in {log.name}; please report it.",
+            f"[bold red]internal error:[/] {type(error).__name__}: "
+            f"{escape(str(error).splitlines()[0]) if str(error) else ''}. "
+            f"Details in {escape(log.name)}; please report it.",
             soft_wrap=True,
             highlight=False,
         )

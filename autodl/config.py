@@ -83,6 +83,9 @@ class SearchConfig:
                 f"--final must be one of {', '.join(FINAL_MODES)}, got {self.final!r}",
                 "pass --final ensemble (default) or --final best",
             )
+        from autodl.spaces import load_space
+
+        load_space(self.space)  # ConfigError for a typo, even when --trials 0 never samples it
 
     def as_dict(self) -> dict:
         """Plain values for logging (paths as strings)."""

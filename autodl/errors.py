@@ -14,7 +14,8 @@ class AutodlError(Exception):
         self.fix = fix.rstrip(". ")
 
     def __str__(self) -> str:
-        return f"{self.problem}. Fix: {self.fix}."
+        end = "" if self.fix.endswith(("?", "!")) else "."
+        return f"{self.problem}. Fix: {self.fix}{end}"
 
 
 class DataError(AutodlError):

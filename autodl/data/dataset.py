@@ -49,6 +49,7 @@ def build_dataset(
     if target in drop:
         raise DataError(f"the target '{target}' is also in --drop", f"remove '{target}' from --drop")
     missing = frame[target].isna()
+    kept_rows = np.flatnonzero(~missing.to_numpy())
     frame = frame.loc[~missing].reset_index(drop=True)
     if len(frame) == 0:
         raise DataError(
@@ -75,7 +76,7 @@ def build_dataset(
         _check_class_sizes(target_values, folds, test_size, target)
     features = frame.drop(columns=[target, *drop])
     profile = profile_columns(features)
-    check_features(features, profile)
+    check_features(features, profile, rows=kept_rows)
     return Dataset(features, target, y, task_info, profile, int(missing.sum()))
 
 

@@ -85,7 +85,8 @@ def _profile_column(name: str, values: pd.Series) -> ColumnProfile:
 
 def _profile_numeric(name, present: pd.Series, decided) -> ColumnProfile:
     all_unique = present.nunique() == len(present)
-    integral = bool(np.all(np.mod(present.to_numpy(dtype=float), 1) == 0))
+    numbers = present.to_numpy(dtype=float)
+    integral = bool(np.all(np.isfinite(numbers)) and np.all(np.mod(numbers, 1) == 0))
     if all_unique and integral and len(present) >= 20:
         ordered = present.is_monotonic_increasing or present.is_monotonic_decreasing
         if ID_NAME.search(name) or ordered:
@@ -114,8 +115,11 @@ def _profile_strings(name: str, present: pd.Series, decided) -> ColumnProfile:
     return decided("categorical", f"labels ({n_unique} distinct)")
 
 
-def check_features(features: pd.DataFrame, profile: TableProfile) -> None:
-    """Raise DataError for columns that cannot be used as given: all-missing or infinite."""
+def check_features(features: pd.DataFrame, profile: TableProfile, rows: np.ndarray | None = None) -> None:
+    """Raise DataError for columns that cannot be used as given: all-missing or infinite.
+
+    `rows` maps each row of `features` to its 0-based data row in the file (for line numbers).
+    """
     for column in profile.columns:
         if column.kind == "empty":
             raise DataError(
@@ -128,8 +132,9 @@ def check_features(features: pd.DataFrame, profile: TableProfile) -> None:
             continue
         infinite = np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
         if infinite.any():
-            rows = ", ".join(str(i + 2) for i in np.flatnonzero(infinite)[:3])
+            found = np.flatnonzero(infinite)[:3]
+            lines = ", ".join(str(int(i) + 2) for i in (found if rows is None else np.asarray(rows)[found]))
             raise DataError(
-                f"column '{name}' has {int(infinite.sum())} infinite values (first at file line {rows})",
+                f"column '{name}' has {int(infinite.sum())} infinite values (first at file line {lines})",
                 f"replace them with empty cells or finite numbers, or pass --drop '{name}'",
             )

@@ -40,7 +40,8 @@ def detect_task(target: pd.Series, override: str | None = None) -> TaskInfo:
     if not numeric:
         kind = "binary" if n_unique == 2 else "multiclass"
         return TaskInfo(kind, f"the target holds {n_unique} distinct labels", _classes(values))
-    integral = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
+    numbers = values.to_numpy(dtype=float)
+    integral = bool(np.all(np.isfinite(numbers)) and np.all(np.mod(numbers, 1) == 0))
     if not integral:
         return TaskInfo("regression", "the target holds non-integer numbers")
     if n_unique == 2:

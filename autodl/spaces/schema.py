@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,6 +36,17 @@ BUILDER_PARAMS = {
     ),
 }
 FIXED_DEFAULTS = {"max_epochs": 200, "patience": 12, "validation_fraction": 0.15}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads exponent floats without a dot (1e-4), as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 @dataclass(frozen=True)
@@ -106,7 +118,7 @@ def _fail(source: str, where: str, problem: str, fix: str) -> ConfigError:
 
 def _parse(text: str, source: str) -> SearchSpace:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
     except yaml.YAMLError as error:
         raise ConfigError(
             f"{source}: not valid YAML ({str(error).splitlines()[0]})", "fix the YAML syntax"
