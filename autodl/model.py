@@ -22,6 +22,8 @@ from autodl.errors import DataError
 
 MANIFEST = "autodl-model.json"
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "autodl.", "builtins.", "collections.")
+# functools.partial is trusted only because the function it wraps must itself pass the prefixes.
+TRUSTED_NAMES = ("functools.partial",)
 
 
 @dataclass
@@ -175,7 +177,7 @@ def _load_skops(path: Path):
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=path)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES) and t not in TRUSTED_NAMES]
     if refused:
         raise DataError(
             f"{path} holds types outside the allow-list: {', '.join(refused[:3])}",

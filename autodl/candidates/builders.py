@@ -18,26 +18,26 @@ def layer_dropouts(params: dict[str, Any]) -> list[float]:
     return [float(params.get(f"dropout_{i}", params.get("dropout", 0.0))) for i in range(n_layers)]
 
 
-def build_mlp(params: dict[str, Any], n_inputs: int, task: str, n_classes: int):
-    """A compiled-ready (not compiled) Keras MLP for `task` with `n_inputs` features."""
+def build_mlp(params: dict[str, Any], n_inputs: int, task: str, n_classes: int, prefix: str = ""):
+    """An uncompiled Keras MLP for `task` with `n_inputs` features; `prefix` keeps layer names unique."""
     import keras
     from keras import layers, regularizers
 
     l1, l2 = float(params.get("l1", 0.0)), float(params.get("l2", 0.0))
     regularizer = regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
     activation = params.get("activation", "relu")
-    inputs = keras.Input(shape=(n_inputs,), name="features")
+    inputs = keras.Input(shape=(n_inputs,), name=f"{prefix}features")
     x = inputs
     for i, (units, dropout) in enumerate(zip(layer_widths(params), layer_dropouts(params), strict=True)):
-        x = layers.Dense(units, kernel_regularizer=regularizer, name=f"dense_{i}")(x)
+        x = layers.Dense(units, kernel_regularizer=regularizer, name=f"{prefix}dense_{i}")(x)
         if params.get("batch_norm", False):
-            x = layers.BatchNormalization(name=f"batch_norm_{i}")(x)
-        x = layers.Activation(activation, name=f"{activation}_{i}")(x)
+            x = layers.BatchNormalization(name=f"{prefix}batch_norm_{i}")(x)
+        x = layers.Activation(activation, name=f"{prefix}{activation}_{i}")(x)
         if dropout > 0:
-            x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
+            x = layers.Dropout(dropout, name=f"{prefix}dropout_{i}")(x)
     units, output_activation = OUTPUTS.get(task, (n_classes, "softmax"))
-    outputs = layers.Dense(units, activation=output_activation, name="output")(x)
-    return keras.Model(inputs, outputs, name="mlp")
+    outputs = layers.Dense(units, activation=output_activation, name=f"{prefix}output")(x)
+    return keras.Model(inputs, outputs, name=f"{prefix}mlp")
 
 
 def build_optimizer(params: dict[str, Any], steps_per_epoch: int, max_epochs: int):

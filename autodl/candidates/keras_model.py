@@ -19,6 +19,24 @@ PREDICT_CHUNK = 16384
 MIN_VALIDATION_ROWS = 16
 
 
+def inner_split(y: np.ndarray, *, task: str, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the rows to train on and of the inner validation rows that steer early stopping.
+
+    Stratified for classification. With too few rows to spare, both are all rows (the training
+    loss then steers early stopping).
+    """
+    rows = np.arange(len(y))
+    n_valid = max(MIN_VALIDATION_ROWS, int(round(fraction * len(y))))
+    if n_valid >= len(y) // 2:
+        return rows, rows
+    stratify = y if task != "regression" and np.bincount(y.astype(np.int64)).min(initial=0) >= 2 else None
+    try:
+        train, valid = train_test_split(rows, test_size=n_valid, random_state=seed, stratify=stratify)
+    except ValueError:  # a class too small to stratify
+        train, valid = train_test_split(rows, test_size=n_valid, random_state=seed)
+    return np.sort(train), np.sort(valid)
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -140,14 +158,26 @@ class KerasTabularModel(BaseEstimator):
         return self
 
     def _inner_split(self, X, y):
-        n_valid = max(MIN_VALIDATION_ROWS, int(round(self.validation_fraction * len(X))))
-        if n_valid >= len(X) // 2:
-            return X, X, y, y  # too few rows to spare: watch the training loss instead
-        stratify = y if self.task != "regression" and np.bincount(y).min(initial=0) >= 2 else None
-        try:
-            return train_test_split(X, y, test_size=n_valid, random_state=self.seed, stratify=stratify)
-        except ValueError:
-            return train_test_split(X, y, test_size=n_valid, random_state=self.seed)
+        train, valid = inner_split(y, task=self.task, fraction=self.validation_fraction, seed=self.seed)
+        return X[train], X[valid], y[train], y[valid]
+
+    @classmethod
+    def from_trained(cls, model, *, history: dict, stopped_at_deadline: bool, y_scale=None, **init) -> KerasTabularModel:
+        """Wrap a network trained elsewhere (the fold towers) as a fitted estimator."""
+        estimator = cls(**init)
+        estimator.model_ = model
+        estimator.history_ = history
+        val_losses = history.get("val_loss") or history.get("loss") or [0.0]
+        estimator.best_epoch_ = int(np.nanargmin(val_losses)) + 1
+        estimator.epochs_trained_ = len(history.get("loss", val_losses))
+        estimator.stopped_at_deadline_ = stopped_at_deadline
+        estimator.n_parameters_ = int(model.count_params())
+        estimator.n_features_in_ = int(model.inputs[0].shape[-1])
+        if estimator.task == "regression":
+            estimator.y_mean_, estimator.y_std_ = y_scale
+        else:
+            estimator.classes_ = np.arange(estimator.n_classes)
+        return estimator
 
     def _raw_predict(self, X) -> np.ndarray:
         keras = import_keras()

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from autodl.candidates.keras_model import keras_candidate
+from autodl.candidates.keras_towers import cross_validate_towers
 from autodl.metrics import Metric
 from autodl.result import CandidateOutcome
 from autodl.runtime import import_keras
-from autodl.search.cv import CVResult, DeadlineReached, DevData, cross_validate
+from autodl.search.cv import CVResult, DeadlineReached, DevData
 from autodl.spaces.schema import SearchSpace
 from autodl.spaces.suggest import defaults_point, suggest_params
 
@@ -45,8 +45,7 @@ def open_study(*, storage_path: Path, study_name: str, metric: Metric, seed: int
         n_startup_trials=6,
         warn_independent_sampling=False,
     )
-    # Steps are folds: after fold i the running mean of fold scores is reported at step i.
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=8)
     return optuna.create_study(
         study_name=study_name,
         storage=storage,
@@ -102,26 +101,22 @@ def run_keras_search(
             trial.study.stop()
             raise optuna.TrialPruned("time limit reached before the trial started")
         params = suggest_params(trial, space)
-        candidate = keras_candidate(
-            f"keras_trial_{trial.number}",
-            params,
-            fixed=fixed,
-            task=data.task,
-            n_classes=data.n_classes,
-            seed=seed + trial.number,
-            deadline=budget.deadline,
-        )
+        sign = 1.0 if metric.greater_is_better else -1.0
 
-        def after_fold(index: int, running_mean: float) -> None:
-            trial.report(running_mean, step=index)
+        def after_epoch(epoch: int, mean_val_loss: float) -> None:
+            # Steps are epochs of the one k-tower fit; the value is the towers' mean best inner
+            # validation loss, signed to follow the study's direction.
+            trial.report(-sign * mean_val_loss, step=epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(
-                    f"pruned after fold {index + 1}: running mean {running_mean:.4f} is behind the median of earlier trials"
+                    f"pruned at epoch {epoch + 1}: validation loss {mean_val_loss:.4f} is behind the median of earlier trials"
                 )
 
         keras.backend.clear_session(free_memory=True)
         try:
-            result = cross_validate(candidate, data, metric, after_fold=after_fold)
+            result = cross_validate_towers(
+                params, fixed, data, metric, seed=seed + trial.number, deadline=budget.deadline, after_epoch=after_epoch
+            )
         except DeadlineReached as error:
             trial.study.stop()
             trial.set_user_attr("reason", str(error))
