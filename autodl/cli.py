@@ -68,6 +68,20 @@ def search(
     space: Annotated[
         str, typer.Option(help="Search space: a shipped name (autodl spaces list) or a .yaml file.")
     ] = "mlp",
+    sampler: Annotated[
+        str, typer.Option(help="Optuna sampler: tpe (multivariate), random, cmaes, gp (needs PyTorch).")
+    ] = "tpe",
+    pruner: Annotated[
+        str,
+        typer.Option(help="Optuna pruner over training epochs: median, hyperband, successive_halving, none."),
+    ] = "median",
+    capacity_check: Annotated[
+        bool,
+        typer.Option(
+            "--capacity-check/--no-capacity-check",
+            help="First check that the space's largest network can overfit a small sample.",
+        ),
+    ] = True,
     max_epochs: Annotated[
         int | None,
         typer.Option("--max-epochs", help="Cap on epochs per network (default: from the space)."),

@@ -6,10 +6,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from autodl.errors import ConfigError
+from autodl.errors import ConfigError, did_you_mean
 
 TASKS = ("binary", "multiclass", "regression")
 FINAL_MODES = ("ensemble", "best")
+SAMPLERS = ("tpe", "random", "cmaes", "gp")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +27,9 @@ class SearchConfig:
     trials: int | None = None
     time_limit: float | None = 120.0
     space: str = "mlp"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    capacity_check: bool = True
     max_epochs: int | None = None
     baselines: tuple[str, ...] | None = None
     drop_columns: tuple[str, ...] = ()
@@ -83,6 +88,15 @@ class SearchConfig:
                 f"--final must be one of {', '.join(FINAL_MODES)}, got {self.final!r}",
                 "pass --final ensemble (default) or --final best",
             )
+        for flag, value, allowed in (
+            ("--sampler", self.sampler, SAMPLERS),
+            ("--pruner", self.pruner, PRUNERS),
+        ):
+            if value not in allowed:
+                raise ConfigError(
+                    f"{flag} must be one of {', '.join(allowed)}, got {value!r}{did_you_mean(str(value), allowed)}",
+                    f"pass {flag} {allowed[0]} (the default)",
+                )
         from autodl.spaces import load_space
 
         load_space(self.space)  # ConfigError for a typo, even when --trials 0 never samples it

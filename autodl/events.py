@@ -41,7 +41,10 @@ class Reporter:
         pass
 
     def note(self, message: str) -> None:
-        pass
+        """A warning the user should see."""
+
+    def info(self, message: str) -> None:
+        """A plain progress message."""
 
     def finished(self, result: SearchResult, *, details: dict[str, Any]) -> None:
         pass

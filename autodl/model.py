@@ -106,33 +106,21 @@ class TabularModel:
 
     def save(self, folder: Path, extra: dict[str, Any] | None = None) -> Path:
         """Write the model folder; returns it."""
-        import skops.io as sio
-
-        from autodl.candidates.keras_model import KerasTabularModel
-
         folder.mkdir(parents=True, exist_ok=True)
-        manifest_members = []
-        for m_index, member in enumerate(self.members):
-            parts = []
-            for f_index, pipeline in enumerate(member.pipelines):
-                base = folder / f"member_{m_index}" / f"fold_{f_index}"
-                base.mkdir(parents=True, exist_ok=True)
-                sio.dump(pipeline[:-1], base / "preprocess.skops")
-                estimator = pipeline[-1]
-                if isinstance(estimator, KerasTabularModel):
-                    estimator.save(base / "keras")
-                    parts.append({"path": str(base.relative_to(folder)), "estimator": "keras"})
-                else:
-                    sio.dump(estimator, base / "estimator.skops")
-                    parts.append({"path": str(base.relative_to(folder)), "estimator": "skops"})
-            manifest_members.append({"name": member.name, "weight": member.weight, "folds": parts})
         manifest = {
             "format": 1,
             "task": self.task,
             "classes": list(self.classes) if self.classes else None,
             "columns": self.columns,
             "target": self.target,
-            "members": manifest_members,
+            "members": [
+                {
+                    "name": member.name,
+                    "weight": member.weight,
+                    "folds": save_pipelines(member.pipelines, folder, f"member_{index}"),
+                }
+                for index, member in enumerate(self.members)
+            ],
             **(extra or {}),
         }
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_plain))
@@ -141,8 +129,6 @@ class TabularModel:
     @classmethod
     def load(cls, folder: str | Path) -> TabularModel:
         """Load a saved model folder (skops with an allow-list of types, Keras in safe mode)."""
-        from autodl.candidates.keras_model import KerasTabularModel
-
         folder = Path(folder)
         manifest_path = folder / MANIFEST
         if not manifest_path.is_file():
@@ -151,18 +137,10 @@ class TabularModel:
                 "pass the 'model' folder printed by autodl search, or an MLflow model URI",
             )
         manifest = json.loads(manifest_path.read_text())
-        members = []
-        for member in manifest["members"]:
-            pipelines = []
-            for part in member["folds"]:
-                base = folder / part["path"]
-                preprocess = _load_skops(base / "preprocess.skops")
-                if part["estimator"] == "keras":
-                    estimator = KerasTabularModel.load(base / "keras")
-                else:
-                    estimator = _load_skops(base / "estimator.skops")
-                pipelines.append(Pipeline([*preprocess.steps, ("model", estimator)]))
-            members.append(Member(member["name"], float(member["weight"]), pipelines))
+        members = [
+            Member(member["name"], float(member["weight"]), load_pipelines(member["folds"], folder))
+            for member in manifest["members"]
+        ]
         classes = tuple(manifest["classes"]) if manifest["classes"] is not None else None
         return cls(
             members=members,
@@ -171,6 +149,44 @@ class TabularModel:
             columns=manifest["columns"],
             target=manifest["target"],
         )
+
+
+def save_pipelines(pipelines: list[Pipeline], root: Path, prefix: str) -> list[dict[str, str]]:
+    """Save fitted fold pipelines under root/prefix/fold_i; returns their manifest entries."""
+    import skops.io as sio
+
+    from autodl.candidates.keras_model import KerasTabularModel
+
+    parts = []
+    for index, pipeline in enumerate(pipelines):
+        base = root / prefix / f"fold_{index}"
+        base.mkdir(parents=True, exist_ok=True)
+        sio.dump(pipeline[:-1], base / "preprocess.skops")
+        estimator = pipeline[-1]
+        if isinstance(estimator, KerasTabularModel):
+            estimator.save(base / "keras")
+            kind = "keras"
+        else:
+            sio.dump(estimator, base / "estimator.skops")
+            kind = "skops"
+        parts.append({"path": str(base.relative_to(root)), "estimator": kind})
+    return parts
+
+
+def load_pipelines(parts: list[dict[str, str]], root: Path) -> list[Pipeline]:
+    """The fold pipelines that save_pipelines wrote."""
+    from autodl.candidates.keras_model import KerasTabularModel
+
+    pipelines = []
+    for part in parts:
+        base = root / part["path"]
+        preprocess = _load_skops(base / "preprocess.skops")
+        if part["estimator"] == "keras":
+            estimator = KerasTabularModel.load(base / "keras")
+        else:
+            estimator = _load_skops(base / "estimator.skops")
+        pipelines.append(Pipeline([*preprocess.steps, ("model", estimator)]))
+    return pipelines
 
 
 def _load_skops(path: Path):

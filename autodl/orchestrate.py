@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from autodl import runtime
+from autodl.candidates.base import Candidate
 from autodl.candidates.baselines import baseline_candidates, select_baselines
 from autodl.config import SearchConfig
 from autodl.data.dataset import Dataset, build_dataset
@@ -28,43 +30,70 @@ from autodl.model import Member, TabularModel
 from autodl.result import CandidateOutcome, SearchResult
 from autodl.search.cv import CVResult, DevData, cross_validate
 from autodl.spaces import load_space
-from autodl.split import holdout_split, make_folds
+from autodl.spaces.schema import SearchSpace
+from autodl.split import Holdout, holdout_split, make_folds
+from autodl.store import RunStore
 from autodl.tracking.base import NullTracker, Tracker
 
 BASELINE_SHARE = 0.4
 KEEP_KERAS_MODELS = 8
+RESUME_KEYS = ("target", "task", "metric", "test_size", "folds", "repeats", "seed", "space", "drop_columns")
 
 
 class CandidatePool:
     """Out-of-fold predictions and fold models of the candidates that may join the final model.
 
     Every baseline is kept; of the Keras trials only the best KEEP_KERAS_MODELS, so memory stays
-    bounded over long searches.
+    bounded over long searches. Kept candidates are mirrored to the run store.
     """
 
-    def __init__(self, metric: Metric) -> None:
+    def __init__(self, metric: Metric, store: RunStore) -> None:
         self.metric = metric
+        self.store = store
         self.scores: dict[str, float] = {}
         self.oof: dict[str, np.ndarray] = {}
         self.models: dict[str, list] = {}
         self.family: dict[str, str] = {}
 
-    def add(self, outcome: CandidateOutcome, cv: CVResult) -> None:
-        if outcome.name == "dummy":  # the reference floor, never a useful ensemble member
+    def add(self, name: str, family: str, cv: CVResult, *, persist: bool = True) -> None:
+        if name == "dummy":  # the reference floor, never a useful ensemble member
             return
-        self.scores[outcome.name], self.family[outcome.name] = cv.mean, outcome.family
-        self.oof[outcome.name], self.models[outcome.name] = cv.oof, cv.models
+        self.scores[name], self.family[name], self.oof[name], self.models[name] = (
+            cv.mean,
+            family,
+            cv.oof,
+            cv.models,
+        )
         keras = sorted(
             (n for n in self.scores if self.family[n] == "keras"),
             key=lambda n: self.scores[n],
             reverse=self.metric.greater_is_better,
         )
-        for name in keras[KEEP_KERAS_MODELS:]:
-            for store in (self.scores, self.oof, self.models, self.family):
-                store.pop(name)
+        evicted = keras[KEEP_KERAS_MODELS:]
+        for old in evicted:
+            for values in (self.scores, self.oof, self.models, self.family):
+                values.pop(old)
+            self.store.drop_candidate(old)
+        if persist and name not in evicted:
+            self.store.save_candidate(name, family, cv)
 
     def best(self) -> str:
         return sorted(self.scores, key=lambda n: self.scores[n], reverse=self.metric.greater_is_better)[0]
+
+
+@dataclass
+class Prepared:
+    """The validated inputs of a search: data, task, metric, split and candidates."""
+
+    frame: pd.DataFrame
+    source: str
+    dataset: Dataset
+    metric: Metric
+    metric_reason: str
+    space: SearchSpace | None
+    baselines: list[Candidate]
+    holdout: Holdout
+    dev: DevData
 
 
 def run_search(
@@ -76,96 +105,83 @@ def run_search(
 ) -> SearchResult:
     """Run a whole search on `data` (a path or a DataFrame) and return its result.
 
-    Raises AutodlError subclasses for bad input, before any expensive work.
+    Raises AutodlError subclasses for bad input, before any expensive work. With
+    `config.resume`, continues the search stored in `config.output_dir`.
     """
     runtime.configure()
     reporter = reporter or Reporter()
+    tracker = tracker or NullTracker()
     started = time.monotonic()
     deadline = started + config.time_limit if config.time_limit else None
-    frame, source = (
-        (data, "dataframe")
-        if isinstance(data, pd.DataFrame)
-        else (read_table(data, **_read_options(config)), str(data))
-    )
-    dataset = build_dataset(
-        frame,
-        target=config.target,
-        task=config.task,
-        drop=config.drop_columns,
-        folds=config.folds,
-        test_size=config.test_size,
-    )
-    metric = resolve_metric(dataset.task.kind, config.metric)
-    space = load_space(config.space) if config.trials != 0 else None
-    baselines = select_baselines(
-        baseline_candidates(dataset.task.kind, dataset.n_rows, config.seed), config.baselines
-    )
-    output_dir = _prepare_output(config.output_dir)
-    metric_reason = (
-        "set by --metric"
-        if config.metric
-        else f"the default for {dataset.task.kind} tasks (AutoML Benchmark)"
-    )
-    reporter.dataset(source=source, frame=frame, dataset=dataset, metric=metric, metric_reason=metric_reason)
-
-    stratify = dataset.task.is_classification
-    holdout = holdout_split(dataset.y, test_size=config.test_size, stratify=stratify, seed=config.seed)
-    dev_features = dataset.features.iloc[holdout.dev].reset_index(drop=True)
-    folds = make_folds(
-        dataset.y[holdout.dev],
-        folds=config.folds,
-        repeats=config.repeats,
-        stratify=stratify,
-        seed=config.seed,
-    )
-    dev = DevData(
-        dev_features,
-        dataset.y[holdout.dev],
-        folds,
-        dataset.profile,
-        dataset.task.kind,
-        dataset.task.n_classes,
+    prepared = _prepare(config, data)
+    output_dir = _prepare_output(config.output_dir, resume=config.resume)
+    store = RunStore(output_dir)
+    previous = _check_resume(config, store, prepared)
+    reporter.dataset(
+        source=prepared.source,
+        frame=prepared.frame,
+        dataset=prepared.dataset,
+        metric=prepared.metric,
+        metric_reason=prepared.metric_reason,
     )
     reporter.split(
-        n_dev=len(holdout.dev),
-        n_test=len(holdout.test),
+        n_dev=len(prepared.holdout.dev),
+        n_test=len(prepared.holdout.test),
         folds=config.folds,
         repeats=config.repeats,
-        stratified=stratify,
+        stratified=prepared.dataset.task.is_classification,
+    )
+    summary = _summary(prepared)
+    tracker.start(
+        config=config.as_dict(),
+        summary=summary,
+        data=prepared.frame,
+        source=prepared.source,
+        resume_run_id=(previous or {}).get("mlflow_run_id"),
+    )
+    store.write_manifest(
+        {"config": config.as_dict(), "fingerprint": _fingerprint(prepared), "mlflow_run_id": tracker.run_id}
     )
 
-    tracker = tracker or NullTracker()
-    summary = _summary(dataset, metric, source, frame, holdout_sizes=(len(holdout.dev), len(holdout.test)))
-    tracker.start(config=config.as_dict(), summary=summary, data=frame, source=source)
-
-    pool = CandidatePool(metric)
+    pool = CandidatePool(prepared.metric, store)
     outcomes: list[CandidateOutcome] = []
+    if previous is not None:
+        outcomes = store.outcomes()
+        for name, family, cv in store.load_candidates():
+            pool.add(name, family, cv, persist=False)
+        reporter.info(
+            f"Resuming: {len(outcomes)} candidates already finished, {len(pool.scores)} kept for the final model."
+        )
 
     def seconds_left() -> float | None:
         return None if deadline is None else deadline - time.monotonic()
 
     def record(outcome: CandidateOutcome, cv: CVResult | None) -> None:
-        outcomes.append(outcome)
         if cv is not None and outcome.state == "complete":
-            pool.add(outcome, cv)
-        tracker.log_candidate(outcome, metric.name)
-        best = min(
-            (o for o in outcomes if o.state == "complete"),
-            key=lambda o: -o.mean if metric.greater_is_better else o.mean,
-            default=None,
-        )
-        reporter.outcome(outcome, best=best, seconds_left=seconds_left())
+            pool.add(outcome.name, outcome.family, cv)
+        store.append_outcome(outcome)
+        outcomes.append(outcome)
+        tracker.log_candidate(outcome, prepared.metric.name)
+        reporter.outcome(outcome, best=_best(outcomes, prepared.metric), seconds_left=seconds_left())
 
     interrupted, stop_reason = False, "budget spent"
     try:
-        _run_baselines(baselines, dev, metric, record, reporter, config, seconds_left)
-        if space is not None:
-            stop_reason = _run_keras(config, space, dev, metric, record, reporter, output_dir, deadline)
+        done = {o.name for o in outcomes}
+        _run_baselines(
+            [c for c in prepared.baselines if c.name not in done],
+            prepared,
+            record,
+            reporter,
+            config,
+            seconds_left,
+        )
+        if prepared.space is not None:
+            stop_reason = _run_keras(config, prepared, record, reporter, output_dir, deadline)
     except KeyboardInterrupt:
-        interrupted, stop_reason = True, "interrupted by the user"
+        interrupted, stop_reason = True, "interrupted"
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C exits at once
         reporter.note(
-            "Interrupted: finishing with the candidates completed so far (press Ctrl-C again to quit now)."
+            "Interrupted: finishing with the candidates completed so far (Ctrl-C again quits at once)."
         )
     except BaseException as error:
         tracker.abort("FAILED", f"{type(error).__name__}: {error}")
@@ -178,10 +194,174 @@ def run_search(
             + (" before the interruption" if interrupted else ""),
             "raise --time-limit, or check the failure reasons printed above",
         )
+    result = _finalize(
+        config, prepared, pool, outcomes, output_dir, stop_reason, interrupted, started, tracker
+    )
+    _write_summary(result, summary)
+    tracker.finish(result, input_example=prepared.dev.features.head(5), model_dir=result.model_dir)
+    reporter.finished(result, details={"summary": summary})
+    return result
 
+
+def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
+    if isinstance(data, pd.DataFrame):
+        frame, source = data, "dataframe"
+    else:
+        frame, source = read_table(data, **_read_options(config)), str(data)
+    dataset = build_dataset(
+        frame,
+        target=config.target,
+        task=config.task,
+        drop=config.drop_columns,
+        folds=config.folds,
+        test_size=config.test_size,
+    )
+    metric = resolve_metric(dataset.task.kind, config.metric)
+    metric_reason = (
+        "set by --metric"
+        if config.metric
+        else f"the default for {dataset.task.kind} tasks (AutoML Benchmark)"
+    )
+    baselines = select_baselines(
+        baseline_candidates(dataset.task.kind, dataset.n_rows, config.seed), config.baselines
+    )
+    stratify = dataset.task.is_classification
+    holdout = holdout_split(dataset.y, test_size=config.test_size, stratify=stratify, seed=config.seed)
+    folds = make_folds(
+        dataset.y[holdout.dev],
+        folds=config.folds,
+        repeats=config.repeats,
+        stratify=stratify,
+        seed=config.seed,
+    )
+    dev = DevData(
+        dataset.features.iloc[holdout.dev].reset_index(drop=True),
+        dataset.y[holdout.dev],
+        folds,
+        dataset.profile,
+        dataset.task.kind,
+        dataset.task.n_classes,
+    )
+    space = load_space(config.space) if config.trials != 0 else None
+    return Prepared(frame, source, dataset, metric, metric_reason, space, baselines, holdout, dev)
+
+
+def _fingerprint(prepared: Prepared) -> dict:
+    hashed = pd.util.hash_pandas_object(prepared.frame, index=False).to_numpy()
+    return {
+        "rows": len(prepared.frame),
+        "columns": list(map(str, prepared.frame.columns)),
+        "hash": int(hashed.sum() % (2**61)),
+    }
+
+
+def _check_resume(config: SearchConfig, store: RunStore, prepared: Prepared) -> dict | None:
+    """The stored manifest when resuming; ConfigError when there is nothing to resume or it differs."""
+    previous = store.read_manifest()
+    if not config.resume:
+        return None
+    if previous is None:
+        raise ConfigError(
+            f"nothing to resume in {store.folder} (no search.json)",
+            "pass the --output folder of the interrupted search",
+        )
+    if previous["fingerprint"] != _fingerprint(prepared):
+        raise ConfigError(
+            f"the data differs from the data of the search stored in {store.folder}",
+            "resume with the same file, or start a new search with a new --output",
+        )
+    current = json.loads(json.dumps(config.as_dict(), default=str))  # as the manifest stores it
+    changed = [key for key in RESUME_KEYS if previous["config"].get(key) != current.get(key)]
+    if changed:
+        raise ConfigError(
+            f"--resume needs the same settings as the stored search; these differ: {', '.join(changed)}",
+            "repeat the original flags (see search.json in the output folder), or start a new --output",
+        )
+    return previous
+
+
+def _best(outcomes: list[CandidateOutcome], metric: Metric) -> CandidateOutcome | None:
+    complete = [o for o in outcomes if o.state == "complete"]
+    return min(complete, key=lambda o: -o.mean if metric.greater_is_better else o.mean, default=None)
+
+
+def _read_options(config: SearchConfig) -> dict:
+    return {key: config.extra[key] for key in ("delimiter", "encoding") if config.extra.get(key)}
+
+
+def _run_baselines(baselines, prepared: Prepared, record, reporter, config, seconds_left) -> None:
+    if not baselines:
+        return
+    reporter.phase("baselines", len(baselines), seconds_left())
+    for candidate in baselines:
+        left = seconds_left()
+        spent = left is not None and config.time_limit and left < (1 - BASELINE_SHARE) * config.time_limit
+        if spent and candidate.name != "dummy":
+            reason = "skipped: baselines used their share of the time limit"
+            record(CandidateOutcome(candidate.name, "baseline", candidate.params, "pruned", reason), None)
+            continue
+        try:
+            cv = cross_validate(candidate, prepared.dev, prepared.metric)
+        except Exception as error:  # one failing baseline fails alone
+            reason = f"{type(error).__name__}: {error}"[:500]
+            record(CandidateOutcome(candidate.name, "baseline", candidate.params, "failed", reason), None)
+            continue
+        outcome = CandidateOutcome(
+            candidate.name,
+            "baseline",
+            candidate.params,
+            "complete",
+            "",
+            cv.fold_scores,
+            cv.fit_seconds,
+            cv.fold_details,
+        )
+        record(outcome, cv)
+
+
+def _run_keras(config, prepared: Prepared, record, reporter, output_dir: Path, deadline) -> str:
+    from autodl.search.capacity import check_capacity
+    from autodl.search.engine import Budget, open_study, run_keras_search
+
+    if deadline is not None and deadline - time.monotonic() <= 1:
+        return "time limit reached before the Keras search"
+    if config.capacity_check and not config.resume:
+        report = check_capacity(prepared.space, prepared.dev, seed=config.seed)
+        if not report.passed:
+            reporter.note(report.describe())
+            return (
+                "the Keras search was skipped: the largest network in the space cannot fit even a small sample, "
+                "so the data or the space is wrong (check the target and the space's ranges; --no-capacity-check skips this)"
+            )
+        reporter.info(report.describe())
+    study = open_study(
+        storage_path=output_dir / "study.journal",
+        study_name=config.study_name or "autodl",
+        metric=prepared.metric,
+        seed=config.seed,
+        resume=config.resume,
+        sampler=config.sampler,
+        pruner=config.pruner,
+    )
+    reporter.phase("keras", config.trials, None if deadline is None else deadline - time.monotonic())
+    return run_keras_search(
+        study,
+        space=prepared.space,
+        data=prepared.dev,
+        metric=prepared.metric,
+        budget=Budget(config.trials, deadline),
+        seed=config.seed,
+        max_epochs=config.max_epochs,
+        on_outcome=record,
+    )
+
+
+def _finalize(
+    config, prepared: Prepared, pool, outcomes, output_dir, stop_reason, interrupted, started, tracker
+) -> SearchResult:
+    dev, metric, dataset = prepared.dev, prepared.metric, prepared.dataset
     weights = select_ensemble(pool.oof, dev.y, metric) if config.final == "ensemble" else {pool.best(): 1.0}
     cv_score = metric(dev.y, blend(pool.oof, weights))
-    final_name = "ensemble" if len(weights) > 1 else next(iter(weights))
     model = TabularModel(
         members=[Member(name, weight, pool.models[name]) for name, weight in weights.items()],
         task=dataset.task.kind,
@@ -189,12 +369,12 @@ def run_search(
         columns=[str(c) for c in dataset.features.columns],
         target=dataset.target_name,
     )
-    test_scores = _score_test(model, dataset, holdout.test, metric)
+    test_scores = _score_test(model, dataset, prepared.holdout.test, metric)
     decisions = {
         "task": dataset.task.kind,
         "task_reason": dataset.task.reason,
         "metric": metric.name,
-        "metric_reason": metric_reason,
+        "metric_reason": prepared.metric_reason,
         "stop_reason": stop_reason,
         "final_members": weights,
         "elapsed_seconds": round(time.monotonic() - started, 1),
@@ -204,7 +384,7 @@ def run_search(
         metric=metric.name,
         greater_is_better=metric.greater_is_better,
         outcomes=outcomes,
-        final_name=final_name,
+        final_name="ensemble" if len(weights) > 1 else next(iter(weights)),
         final_members=weights,
         cv_score=cv_score,
         test_scores=test_scores,
@@ -217,92 +397,9 @@ def run_search(
         model=model,
     )
     model.save(
-        result.model_dir,
-        extra={"metric": metric.name, "cv_score": cv_score, "test_scores": test_scores},
+        result.model_dir, extra={"metric": metric.name, "cv_score": cv_score, "test_scores": test_scores}
     )
-    _write_summary(result, summary)
-    tracker.finish(result, input_example=dev_features.head(5), model_dir=result.model_dir)
-    reporter.finished(result, details={"summary": summary})
     return result
-
-
-def _read_options(config: SearchConfig) -> dict:
-    return {key: config.extra[key] for key in ("delimiter", "encoding") if config.extra.get(key)}
-
-
-def _run_baselines(baselines, dev, metric, record, reporter, config, seconds_left) -> None:
-    reporter.phase("baselines", len(baselines), seconds_left())
-    for candidate in baselines:
-        left = seconds_left()
-        if (
-            left is not None
-            and config.time_limit
-            and left < (1 - BASELINE_SHARE) * config.time_limit
-            and candidate.name != "dummy"
-        ):
-            record(
-                CandidateOutcome(
-                    candidate.name,
-                    "baseline",
-                    candidate.params,
-                    "pruned",
-                    "skipped: baselines used their share of the time limit",
-                ),
-                None,
-            )
-            continue
-        try:
-            cv = cross_validate(candidate, dev, metric)
-        except Exception as error:  # one failing baseline fails alone
-            record(
-                CandidateOutcome(
-                    candidate.name,
-                    "baseline",
-                    candidate.params,
-                    "failed",
-                    f"{type(error).__name__}: {error}"[:500],
-                ),
-                None,
-            )
-            continue
-        record(
-            CandidateOutcome(
-                candidate.name,
-                "baseline",
-                candidate.params,
-                "complete",
-                "",
-                cv.fold_scores,
-                cv.fit_seconds,
-                cv.fold_details,
-            ),
-            cv,
-        )
-
-
-def _run_keras(config, space, dev, metric, record, reporter, output_dir: Path, deadline) -> str:
-    from autodl.search.engine import Budget, open_study, run_keras_search
-
-    if deadline is not None and deadline - time.monotonic() <= 1:
-        return "time limit reached before the Keras search"
-    study = open_study(
-        storage_path=output_dir / "study.journal",
-        study_name=config.study_name or "autodl",
-        metric=metric,
-        seed=config.seed,
-        resume=config.resume,
-    )
-    reporter.phase("keras", config.trials, None if deadline is None else deadline - time.monotonic())
-    return run_keras_search(
-        study,
-        space=space,
-        data=dev,
-        metric=metric,
-        budget=Budget(config.trials, deadline),
-        seed=config.seed,
-        max_epochs=config.max_epochs,
-        on_outcome=record,
-    )
 
 
 def _score_test(
@@ -315,13 +412,19 @@ def _score_test(
     return score_all(dataset.task.kind, metric, dataset.y[test_rows], scores)
 
 
-def _prepare_output(requested: Path | None) -> Path:
+def _prepare_output(requested: Path | None, *, resume: bool) -> Path:
     folder = Path(requested) if requested else Path("autodl-runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    if folder.exists() and any(folder.iterdir()) and not (folder / "study.journal").exists():
+    if resume and requested is None:
         raise ConfigError(
-            f"output folder {folder} exists and is not empty",
-            "pass a new --output folder, or remove it",
+            "--resume needs the output folder of the search to continue", "pass --output DIR with --resume"
         )
+    if not resume and folder.exists() and any(folder.iterdir()):
+        hint = (
+            "pass --resume to continue the search stored there, or"
+            if (folder / "search.json").exists()
+            else "pass"
+        )
+        raise ConfigError(f"output folder {folder} exists and is not empty", f"{hint} a new --output folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".write-test"
@@ -335,20 +438,21 @@ def _prepare_output(requested: Path | None) -> Path:
     return folder
 
 
-def _summary(dataset: Dataset, metric: Metric, source: str, frame: pd.DataFrame, holdout_sizes) -> dict:
+def _summary(prepared: Prepared) -> dict:
+    dataset = prepared.dataset
     return {
-        "source": source,
-        "rows": int(len(frame)),
-        "columns": int(frame.shape[1]),
+        "source": prepared.source,
+        "rows": int(len(prepared.frame)),
+        "columns": int(prepared.frame.shape[1]),
         "target": dataset.target_name,
         "task": dataset.task.kind,
         "task_reason": dataset.task.reason,
         "classes": [str(c) for c in dataset.task.classes] if dataset.task.classes else None,
-        "metric": metric.name,
+        "metric": prepared.metric.name,
         "default_metric": DEFAULT_METRIC[dataset.task.kind],
         "rows_missing_target": dataset.n_missing_target,
-        "dev_rows": holdout_sizes[0],
-        "test_rows": holdout_sizes[1],
+        "dev_rows": len(prepared.holdout.dev),
+        "test_rows": len(prepared.holdout.test),
         "columns_profile": [
             {
                 "name": c.name,

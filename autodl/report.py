@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -128,7 +129,10 @@ class RichReporter(Reporter):
             self.console.print(line)
 
     def note(self, message: str) -> None:
-        self.console.print(f"[yellow]{message}[/]")
+        self.console.print(f"[yellow]{escape(message)}[/]")
+
+    def info(self, message: str) -> None:
+        self.console.print(escape(message))
 
     def finished(self, result: SearchResult, *, details: dict[str, Any]) -> None:
         self._end_progress()

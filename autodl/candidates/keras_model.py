@@ -162,7 +162,9 @@ class KerasTabularModel(BaseEstimator):
         return X[train], X[valid], y[train], y[valid]
 
     @classmethod
-    def from_trained(cls, model, *, history: dict, stopped_at_deadline: bool, y_scale=None, **init) -> KerasTabularModel:
+    def from_trained(
+        cls, model, *, history: dict, stopped_at_deadline: bool, y_scale=None, **init
+    ) -> KerasTabularModel:
         """Wrap a network trained elsewhere (the fold towers) as a fitted estimator."""
         estimator = cls(**init)
         estimator.model_ = model

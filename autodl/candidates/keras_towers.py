@@ -26,6 +26,7 @@ from autodl.runtime import import_keras
 from autodl.search.cv import CVResult, DeadlineReached, DevData
 
 EVAL_CHUNK = 16384
+MIN_STEPS_PER_EPOCH = 16
 
 
 def _pointwise_loss(task: str, y: np.ndarray, out: np.ndarray) -> float:
@@ -63,7 +64,9 @@ def cross_validate_towers(
 
     preprocessors, inputs, targets, weights, valid_rows, scales = [], [], [], [], [], []
     for fold in folds:
-        pre = build_preprocessor(data.profile, "dense").fit(data.features.iloc[fold.train], data.y[fold.train])
+        pre = build_preprocessor(data.profile, "dense").fit(
+            data.features.iloc[fold.train], data.y[fold.train]
+        )
         preprocessors.append(pre)
         inputs.append(np.asarray(pre.transform(data.features), dtype=np.float32))
         train_pos, valid_pos = inner_split(data.y[fold.train], task=task, fraction=fraction, seed=seed)
@@ -80,11 +83,18 @@ def cross_validate_towers(
             scales.append(None)
             targets.append(data.y.astype(np.int64))
 
-    towers = [build_mlp(params, x.shape[1], task, n_classes, prefix=f"fold{i}_") for i, x in enumerate(inputs)]
+    towers = [
+        build_mlp(params, x.shape[1], task, n_classes, prefix=f"fold{i}_") for i, x in enumerate(inputs)
+    ]
     combined = keras.Model([t.inputs[0] for t in towers], [t.outputs[0] for t in towers], name="fold_towers")
     share = float(np.mean([w.mean() for w in weights]))  # rows each tower trains on, per batch row
     batch_size = int(min(len(data.y), max(8, round(int(params.get("batch_size", 64)) / max(share, 1e-3)))))
     steps = math.ceil(len(data.y) / batch_size)
+    # On small data an epoch is a handful of steps and Keras' fixed per-epoch cost dominates:
+    # one "epoch" then makes `passes` passes over the rows, and epoch budgets shrink to match.
+    passes = max(1, math.ceil(MIN_STEPS_PER_EPOCH / steps))
+    max_epochs, patience = math.ceil(max_epochs / passes), max(3, math.ceil(patience / passes))
+    steps *= passes
     combined.compile(
         optimizer=build_optimizer(params, steps, max_epochs),
         loss=[loss_for(task)] * len(towers),
@@ -93,13 +103,25 @@ def cross_validate_towers(
     union = np.unique(np.concatenate(valid_rows))
     position = {row: i for i, row in enumerate(union)}
     stopper = _deadline_callback(deadline)
-    monitor = _tower_monitor(keras, towers, inputs, targets, valid_rows, union, position, task, patience, after_epoch)
+    monitor = _tower_monitor(
+        keras, towers, inputs, targets, valid_rows, union, position, task, patience, after_epoch
+    )
     callbacks = [keras.callbacks.TerminateOnNaN(), stopper, monitor]
     if params.get("lr_schedule") == "reduce_on_plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="towers_val_loss", mode="min", factor=0.3, patience=max(2, patience // 3)))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="towers_val_loss", mode="min", factor=0.3, patience=max(2, patience // 3)
+            )
+        )
     history = combined.fit(
-        inputs, targets, sample_weight=weights, epochs=max_epochs, batch_size=batch_size,
-        callbacks=callbacks, verbose=0, shuffle=True,
+        [np.tile(x, (passes, 1)) for x in inputs],
+        [np.tile(t, passes) for t in targets],
+        sample_weight=[np.tile(w, passes) for w in weights],
+        epochs=max_epochs,
+        batch_size=batch_size,
+        callbacks=callbacks,
+        verbose=0,
+        shuffle=True,
     )
     losses = history.history.get("loss", [])
     if not losses or not all(math.isfinite(v) for v in losses):
@@ -114,13 +136,24 @@ def cross_validate_towers(
     for i, fold in enumerate(folds):
         tower = keras.Model(towers[i].inputs[0], towers[i].outputs[0], name=f"mlp_fold{i}")
         tower_history = {
-            "loss": [float(v) for v in history.history.get(f"{towers[i].outputs[0].name.split('/')[0]}_loss", losses)],
+            "loss": [
+                float(v)
+                for v in history.history.get(f"{towers[i].outputs[0].name.split('/')[0]}_loss", losses)
+            ],
             "val_loss": monitor.val_history[i],
         }
         estimator = KerasTabularModel.from_trained(
-            tower, history=tower_history, stopped_at_deadline=False, y_scale=scales[i],
-            task=task, n_classes=n_classes, params=params, max_epochs=max_epochs, patience=patience,
-            validation_fraction=fraction, seed=seed,
+            tower,
+            history=tower_history,
+            stopped_at_deadline=False,
+            y_scale=scales[i],
+            task=task,
+            n_classes=n_classes,
+            params=params,
+            max_epochs=max_epochs,
+            patience=patience,
+            validation_fraction=fraction,
+            seed=seed,
         )
         pipeline = Pipeline([("preprocess", preprocessors[i]), ("model", estimator)])
         prediction = predict_scores(pipeline, data.features.iloc[fold.valid], n_classes)
@@ -128,10 +161,14 @@ def cross_validate_towers(
         oof_sum[fold.valid] += prediction
         oof_count[fold.valid] += 1
         models.append(pipeline)
-        details.append({
-            "history": tower_history, "best_epoch": monitor.best_epoch[i] + 1,
-            "epochs": len(losses), "n_parameters": estimator.n_parameters_,
-        })
+        details.append(
+            {
+                "history": tower_history,
+                "best_epoch": monitor.best_epoch[i] + 1,
+                "epochs": len(losses),
+                "n_parameters": estimator.n_parameters_,
+            }
+        )
     oof = oof_sum / np.maximum(oof_count, 1).reshape(-1, *([1] * (oof_sum.ndim - 1)))
     return CVResult(scores, oof, models, time.perf_counter() - started, details)
 
@@ -150,8 +187,16 @@ def _tower_monitor(keras, *args):
 class _TowerState:
     """Tracks each tower's best inner-validation loss and weights; stops when every tower is done."""
 
-    def __init__(self, keras, towers, inputs, targets, valid_rows, union, position, task, patience, after_epoch):
-        self.keras, self.towers, self.task, self.patience, self.after_epoch = keras, towers, task, patience, after_epoch
+    def __init__(
+        self, keras, towers, inputs, targets, valid_rows, union, position, task, patience, after_epoch
+    ):
+        self.keras, self.towers, self.task, self.patience, self.after_epoch = (
+            keras,
+            towers,
+            task,
+            patience,
+            after_epoch,
+        )
         self.union_inputs = [x[union] for x in inputs]
         self.local = [np.asarray([position[r] for r in rows]) for rows in valid_rows]
         self.local_targets = [t[rows] for t, rows in zip(targets, valid_rows, strict=True)]

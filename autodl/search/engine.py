@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from autodl.candidates.keras_towers import cross_validate_towers
+from autodl.errors import ConfigError
 from autodl.metrics import Metric
 from autodl.result import CandidateOutcome
 from autodl.runtime import import_keras
 from autodl.search.cv import CVResult, DeadlineReached, DevData
 from autodl.spaces.schema import SearchSpace
-from autodl.spaces.suggest import defaults_point, suggest_params
+from autodl.spaces.suggest import suggest_params, warm_start_points
 
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -30,7 +32,56 @@ class Budget:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
 
-def open_study(*, storage_path: Path, study_name: str, metric: Metric, seed: int, resume: bool):
+def make_sampler(name: str, seed: int):
+    """The Optuna sampler for --sampler (TPE multivariate by default)."""
+    import optuna
+
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group` is stable in use
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=6)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        # CMA-ES handles the numeric parameters; categorical ones are sampled independently.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return optuna.samplers.CmaEsSampler(
+                seed=seed, warn_independent_sampling=False, n_startup_trials=6
+            )
+    try:
+        import torch  # noqa: F401  (GPSampler's own dependency)
+    except ImportError:
+        raise ConfigError(
+            "--sampler gp needs PyTorch, which autodl does not install (it is several GB)",
+            "pip install torch, or use --sampler tpe",
+        ) from None
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def make_pruner(name: str):
+    """The Optuna pruner for --pruner; its steps are training epochs of the fold towers."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=8)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=8, reduction_factor=3)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=8, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(
+    *,
+    storage_path: Path,
+    study_name: str,
+    metric: Metric,
+    seed: int,
+    resume: bool,
+    sampler: str = "tpe",
+    pruner: str = "median",
+):
     """Create (or, with `resume`, reopen) the study in a journal file safe for concurrent workers."""
     import optuna
     from optuna.storages import JournalStorage
@@ -38,22 +89,21 @@ def open_study(*, storage_path: Path, study_name: str, metric: Metric, seed: int
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(storage_path)))
-    sampler = optuna.samplers.TPESampler(
-        seed=seed,
-        multivariate=True,
-        group=True,
-        n_startup_trials=6,
-        warn_independent_sampling=False,
-    )
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=8)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=study_name,
         storage=storage,
-        sampler=sampler,
-        pruner=pruner,
+        sampler=make_sampler(sampler, seed),
+        pruner=make_pruner(pruner),
         direction=metric.direction,
         load_if_exists=resume,
     )
+    if resume:  # trials left RUNNING by a killed process will never finish
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            storage.set_trial_user_attr(
+                trial._trial_id, "reason", "the search process was killed during this trial"
+            )
+    return study
 
 
 def finished_trials(study) -> int:
@@ -93,8 +143,9 @@ def run_keras_search(
     failures_in_a_row = 0
     stop = {"reason": "time limit reached"}
 
-    if finished_trials(study) == 0 and not study.get_trials(deepcopy=False):
-        study.enqueue_trial(defaults_point(space), skip_if_exists=True)
+    if not study.get_trials(deepcopy=False):
+        for point in warm_start_points(space):
+            study.enqueue_trial(point, skip_if_exists=True)
 
     def objective(trial) -> float:
         if budget.seconds_left() <= 0:
@@ -115,7 +166,13 @@ def run_keras_search(
         keras.backend.clear_session(free_memory=True)
         try:
             result = cross_validate_towers(
-                params, fixed, data, metric, seed=seed + trial.number, deadline=budget.deadline, after_epoch=after_epoch
+                params,
+                fixed,
+                data,
+                metric,
+                seed=seed + trial.number,
+                deadline=budget.deadline,
+                after_epoch=after_epoch,
             )
         except DeadlineReached as error:
             trial.study.stop()

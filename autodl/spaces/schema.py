@@ -13,7 +13,7 @@ import yaml
 
 from autodl.errors import ConfigError, did_you_mean
 
-TOP_KEYS = ("name", "description", "builder", "params", "fixed", "defaults")
+TOP_KEYS = ("name", "description", "builder", "params", "fixed", "defaults", "portfolio")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "per_layer", "when")
 TYPES = ("int", "float", "categorical")
 FIXED_KEYS = ("max_epochs", "patience", "validation_fraction")
@@ -78,6 +78,7 @@ class SearchSpace:
     params: tuple[ParamSpec, ...]
     fixed: dict[str, Any]
     defaults: dict[str, Any]
+    portfolio: tuple[dict[str, Any], ...] = ()
     description: str = ""
     source: str = ""
 
@@ -157,13 +158,21 @@ def _parse(text: str, source: str) -> SearchSpace:
     _check_order(source, params)
     fixed = _parse_fixed(source, raw.get("fixed") or {})
     defaults = raw.get("defaults") or {}
-    _check_defaults(source, params, defaults)
+    _check_defaults(source, params, defaults, "defaults")
+    portfolio = raw.get("portfolio") or []
+    if not isinstance(portfolio, list):
+        raise _fail(
+            source, "portfolio", "expected a list of configurations", "write portfolio: [{n_layers: 3}, ...]"
+        )
+    for index, point in enumerate(portfolio):
+        _check_defaults(source, params, point, f"portfolio[{index}]")
     return SearchSpace(
         name=str(raw.get("name", Path(source).stem)),
         builder=builder,
         params=params,
         fixed=fixed,
         defaults=dict(defaults),
+        portfolio=tuple(dict(point) for point in portfolio),
         description=str(raw.get("description", "")).strip(),
         source=source,
     )
@@ -307,15 +316,15 @@ def _parse_fixed(source: str, fixed: Any) -> dict[str, Any]:
     return {**FIXED_DEFAULTS, **fixed}
 
 
-def _check_defaults(source: str, params: tuple[ParamSpec, ...], defaults: Any) -> None:
+def _check_defaults(source: str, params: tuple[ParamSpec, ...], defaults: Any, where: str) -> None:
     if not isinstance(defaults, dict):
-        raise _fail(source, "defaults", "expected a mapping", "write defaults: {n_layers: 2}")
+        raise _fail(source, where, "expected a mapping", "write a mapping such as {n_layers: 2}")
     by_name = {param.name: param for param in params}
     for key, value in defaults.items():
         if key not in by_name:
             raise _fail(
                 source,
-                f"defaults.{key}",
+                f"{where}.{key}",
                 f"unknown parameter {key!r}{did_you_mean(str(key), list(by_name))}",
                 "give defaults only for declared params",
             )
@@ -324,7 +333,7 @@ def _check_defaults(source: str, params: tuple[ParamSpec, ...], defaults: Any) -
             if not by_name[key].contains(item):
                 raise _fail(
                     source,
-                    f"defaults.{key}",
+                    f"{where}.{key}",
                     f"{item!r} is outside the declared range",
                     "pick a default inside low..high or among the choices",
                 )

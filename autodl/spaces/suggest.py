@@ -23,11 +23,21 @@ def suggest_params(trial, space: SearchSpace) -> dict[str, Any]:
 
 def defaults_point(space: SearchSpace) -> dict[str, Any]:
     """The space's `defaults` as Optuna parameter values (per-layer values expanded)."""
+    return expand_point(space, space.defaults)
+
+
+def warm_start_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """The configurations tried first: the space's defaults, then its portfolio."""
+    return [expand_point(space, point) for point in (space.defaults, *space.portfolio) if point]
+
+
+def expand_point(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
+    """A partial configuration as Optuna parameter values; parameters it omits are sampled."""
     point: dict[str, Any] = {}
     for param in space.params:
-        if param.name not in space.defaults or not _active(param, point):
+        if param.name not in values or not _active(param, point):
             continue
-        value = space.defaults[param.name]
+        value = values[param.name]
         if param.per_layer:
             if "n_layers" not in point:
                 continue

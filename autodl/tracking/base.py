@@ -14,7 +14,13 @@ class Tracker(Protocol):
     """Receives the search's records in order: start, one call per candidate, finish or abort."""
 
     def start(
-        self, *, config: dict[str, Any], summary: dict[str, Any], data: pd.DataFrame, source: str
+        self,
+        *,
+        config: dict[str, Any],
+        summary: dict[str, Any],
+        data: pd.DataFrame,
+        source: str,
+        resume_run_id: str | None = None,
     ) -> None: ...
 
     def log_candidate(self, outcome: CandidateOutcome, metric: str) -> None: ...

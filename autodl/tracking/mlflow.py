@@ -61,10 +61,18 @@ class MlflowTracker:
         return self._client.create_experiment(self._experiment)
 
     def start(
-        self, *, config: dict[str, Any], summary: dict[str, Any], data: pd.DataFrame, source: str
+        self,
+        *,
+        config: dict[str, Any],
+        summary: dict[str, Any],
+        data: pd.DataFrame,
+        source: str,
+        resume_run_id: str | None = None,
     ) -> None:
         import autodl
 
+        if resume_run_id and self._reopen(resume_run_id):
+            return
         run = self._client.create_run(
             self._experiment_id(),
             run_name=self._run_name,
@@ -83,6 +91,28 @@ class MlflowTracker:
         self._log_params(self._parent, params)
         self._client.log_dict(self._parent, summary, "data_profile.json")
         self._log_dataset(data, source, summary)
+
+    def _reopen(self, run_id: str) -> bool:
+        """Continue the parent run of a resumed search; runs its killed process left RUNNING end KILLED."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            parent = self._client.get_run(run_id)
+        except MlflowException:
+            return False  # not in this store: the resumed search gets a new parent run
+        self._parent = run_id
+        self._client.update_run(run_id, status="RUNNING")
+        self._client.set_tag(run_id, "autodl.resumed", "true")
+        children = self._client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
+            max_results=5000,
+        )
+        for child in children:
+            self._children[child.info.run_name] = child.info.run_id
+            if child.info.status == "RUNNING":
+                self._client.set_terminated(child.info.run_id, "KILLED")
+        return True
 
     def _log_dataset(self, data: pd.DataFrame, source: str, summary: dict[str, Any]) -> None:
         import mlflow

@@ -1,0 +1,130 @@
+"""The capacity check: before searching, the largest network in the space must be able to overfit.
+
+Following the book's advice (first get a model that can overfit, then regularise), the biggest
+configuration, with regularisation off, trains on a small sample; if it cannot bring the training
+loss well below that of predicting the prior, the data or the space is wrong and searching it
+would only burn the budget.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from autodl.candidates.builders import build_mlp, build_optimizer, loss_for
+from autodl.preprocess import build_preprocessor
+from autodl.runtime import import_keras
+from autodl.search.cv import DevData
+from autodl.spaces.schema import SearchSpace
+
+SAMPLE_ROWS = 256
+MAX_EPOCHS = 150
+TARGET_RATIO = 0.5
+REGULARISERS = ("dropout", "l1", "l2", "weight_decay")
+
+
+@dataclass(frozen=True)
+class CapacityReport:
+    passed: bool
+    reference_loss: float
+    final_loss: float
+    epochs: int
+    seconds: float
+    params: dict[str, Any]
+
+    def describe(self) -> str:
+        verdict = "can overfit" if self.passed else "cannot overfit"
+        return (
+            f"capacity check: the largest network {verdict} a {SAMPLE_ROWS}-row sample "
+            f"(training loss {self.final_loss:.3f} vs {self.reference_loss:.3f} for the prior, {self.epochs} epochs, {self.seconds:.1f}s)"
+        )
+
+
+def largest_params(space: SearchSpace) -> dict[str, Any]:
+    """The space's biggest, least regularised configuration."""
+    point: dict[str, Any] = {}
+    for param in space.params:
+        if any(point.get(name) != value for name, value in param.when.items()):
+            continue
+        value = _largest(param)
+        if param.per_layer:
+            point.update({f"{param.name}_{i}": value for i in range(int(point.get("n_layers", 1)))})
+        else:
+            point[param.name] = value
+    return point
+
+
+def _largest(param) -> Any:
+    if param.type == "categorical":
+        preferred = {
+            "optimizer": "adam",
+            "lr_schedule": "constant",
+            "batch_norm": False,
+            "activation": "relu",
+        }
+        if param.name in preferred and preferred[param.name] in param.choices:
+            return preferred[param.name]
+        return min(param.choices) if param.name == "batch_size" else param.choices[0]
+    if param.name in REGULARISERS:
+        return param.low
+    if param.name == "learning_rate":
+        return float(np.clip(1e-3, param.low, param.high))
+    return param.high
+
+
+def check_capacity(space: SearchSpace, data: DevData, *, seed: int) -> CapacityReport:
+    """Train the largest configuration on a sample of the development rows, regularisation off."""
+    keras = import_keras()
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(data.y), size=min(SAMPLE_ROWS, len(data.y)), replace=False)
+    features, y = data.features.iloc[rows], data.y[rows]
+    X = np.asarray(build_preprocessor(data.profile, "dense").fit_transform(features, y), dtype=np.float32)
+    y_fit = (
+        ((y - y.mean()) / (y.std() or 1.0)).astype(np.float32)
+        if data.task == "regression"
+        else y.astype(np.int64)
+    )
+    reference = _loss_of_best_constant(data.task, y_fit)
+    # Rows with identical features but different targets cannot be told apart: the best
+    # achievable loss is the same quantity within each group of identical rows.
+    groups = np.unique(np.round(X, 6), axis=0, return_inverse=True)[1].reshape(-1)
+    floor = sum(
+        _loss_of_best_constant(data.task, y_fit[groups == g]) * np.mean(groups == g)
+        for g in np.unique(groups)
+    )
+    params = largest_params(space)
+    keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(seed)
+    model = build_mlp(params, X.shape[1], data.task, data.n_classes)
+    batch_size = int(min(params.get("batch_size", 32), len(X)))
+    model.compile(
+        optimizer=build_optimizer({**params, "lr_schedule": "constant"}, 1, MAX_EPOCHS),
+        loss=loss_for(data.task),
+    )
+    target = floor + TARGET_RATIO * (reference - floor)
+
+    class StopWhenOverfit(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs and logs.get("loss", np.inf) <= target:
+                self.model.stop_training = True
+
+    history = model.fit(
+        X, y_fit, epochs=MAX_EPOCHS, batch_size=batch_size, verbose=0, callbacks=[StopWhenOverfit()]
+    )
+    losses = history.history["loss"]
+    final = float(np.nanmin(losses)) if np.isfinite(losses).any() else float("inf")
+    passed = final <= target + 1e-3 or reference - floor < 1e-2  # nothing learnable is no capacity problem
+    return CapacityReport(passed, reference, final, len(losses), time.perf_counter() - started, params)
+
+
+def _loss_of_best_constant(task: str, y: np.ndarray) -> float:
+    """Squared error of the mean (regression) or cross-entropy of the class shares."""
+    if task == "regression":
+        return float(np.var(y))
+    shares = np.bincount(y) / len(y)
+    shares = shares[shares > 0]
+    return float(-np.sum(shares * np.log(shares)))

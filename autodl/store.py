@@ -1,0 +1,90 @@
+"""The search's own record on disk: what finished, kept as it finishes, so nothing is lost.
+
+An interrupted or killed search can be resumed from it (`--resume`): finished baselines and
+trials are not run again, and the candidates kept for the final model are reloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autodl.model import load_pipelines, save_pipelines
+from autodl.result import CandidateOutcome
+from autodl.search.cv import CVResult
+
+MANIFEST = "search.json"
+OUTCOMES = "outcomes.jsonl"
+CANDIDATES = "candidates"
+
+
+class RunStore:
+    """Files under a search's output folder: manifest, outcomes log and kept candidates."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        path = self.folder / MANIFEST
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        path = self.folder / MANIFEST
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(manifest, indent=1, default=str))
+        temporary.replace(path)  # never a half-written manifest
+
+    def append_outcome(self, outcome: CandidateOutcome) -> None:
+        with (self.folder / OUTCOMES).open("a") as handle:
+            handle.write(json.dumps(asdict(outcome), default=float) + "\n")
+            handle.flush()
+
+    def outcomes(self) -> list[CandidateOutcome]:
+        path = self.folder / OUTCOMES
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                records.append(CandidateOutcome(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                continue  # a line cut short by a kill
+        return records
+
+    def save_candidate(self, name: str, family: str, cv: CVResult) -> None:
+        folder = self.folder / CANDIDATES / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        parts = save_pipelines(cv.models, folder, "models")
+        np.save(folder / "oof.npy", cv.oof)
+        meta = {
+            "name": name,
+            "family": family,
+            "fold_scores": cv.fold_scores,
+            "fit_seconds": cv.fit_seconds,
+            "parts": parts,
+        }
+        (folder / "candidate.json").write_text(json.dumps(meta, default=float))
+
+    def drop_candidate(self, name: str) -> None:
+        shutil.rmtree(self.folder / CANDIDATES / name, ignore_errors=True)
+
+    def load_candidates(self) -> list[tuple[str, str, CVResult]]:
+        """Candidates whose files are complete (a kill mid-save leaves no candidate.json)."""
+        loaded = []
+        for meta_path in sorted((self.folder / CANDIDATES).glob("*/candidate.json")):
+            meta = json.loads(meta_path.read_text())
+            folder = meta_path.parent
+            cv = CVResult(
+                meta["fold_scores"],
+                np.load(folder / "oof.npy"),
+                load_pipelines(meta["parts"], folder),
+                meta["fit_seconds"],
+            )
+            loaded.append((meta["name"], meta["family"], cv))
+        return loaded
