@@ -112,6 +112,12 @@ def search(
         ),
     ] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "autodl",
+    register_model: Annotated[
+        str | None,
+        typer.Option(
+            "--register-model", help="Register the final model in the MLflow model registry under this name."
+        ),
+    ] = None,
     no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow.")] = False,
     delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed).")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the CSV.")] = "utf-8",
@@ -132,6 +138,9 @@ def search(
         trials=trials,
         time_limit=time_limit,
         space=space,
+        sampler=sampler,
+        pruner=pruner,
+        capacity_check=capacity_check,
         max_epochs=max_epochs,
         baselines=_parse_baselines(baselines),
         drop_columns=tuple(drop or ()),
@@ -141,6 +150,7 @@ def search(
         tracking=not no_tracking,
         tracking_uri=tracking_uri,
         experiment=experiment,
+        register_model=register_model,
         resume=resume,
         extra={"delimiter": delimiter, "encoding": encoding},
     )

@@ -39,6 +39,7 @@ class SearchConfig:
     tracking: bool = True
     tracking_uri: str | None = None
     experiment: str = "autodl"
+    register_model: str | None = None
     study_name: str | None = None
     resume: bool = False
     extra: dict = field(default_factory=dict)

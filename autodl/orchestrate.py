@@ -369,7 +369,7 @@ def _finalize(
         columns=[str(c) for c in dataset.features.columns],
         target=dataset.target_name,
     )
-    test_scores = _score_test(model, dataset, prepared.holdout.test, metric)
+    test_scores, test_evaluation = _score_test(model, dataset, prepared.holdout.test, metric)
     decisions = {
         "task": dataset.task.kind,
         "task_reason": dataset.task.reason,
@@ -395,6 +395,8 @@ def _finalize(
         tracking_uri=tracker.uri,
         interrupted=interrupted,
         model=model,
+        test_evaluation=test_evaluation,
+        cv_evaluation={"y_true": dev.y, "scores": blend(pool.oof, weights)},
     )
     model.save(
         result.model_dir, extra={"metric": metric.name, "cv_score": cv_score, "test_scores": test_scores}
@@ -404,12 +406,13 @@ def _finalize(
 
 def _score_test(
     model: TabularModel, dataset: Dataset, test_rows: np.ndarray, metric: Metric
-) -> dict[str, float]:
-    """The one and only use of the test rows."""
+) -> tuple[dict[str, float], dict[str, np.ndarray] | None]:
+    """The one and only use of the test rows: scores, and the predictions behind them for reports."""
     if len(test_rows) == 0:
-        return {}
+        return {}, None
     scores = model.scores(dataset.features.iloc[test_rows])
-    return score_all(dataset.task.kind, metric, dataset.y[test_rows], scores)
+    y_true = dataset.y[test_rows]
+    return score_all(dataset.task.kind, metric, y_true, scores), {"y_true": y_true, "scores": scores}
 
 
 def _prepare_output(requested: Path | None, *, resume: bool) -> Path:

@@ -42,7 +42,11 @@ class CandidateOutcome:
 
 @dataclass
 class SearchResult:
-    """Everything a search produced; `leaderboard` ranks complete candidates by CV score."""
+    """Everything a search produced; `leaderboard` ranks complete candidates by CV score.
+
+    `test_evaluation` / `cv_evaluation` hold the true targets (class indices or values) and the
+    final model's scores on the test rows / its out-of-fold scores, for reports and plots.
+    """
 
     task: str
     metric: str
@@ -59,6 +63,8 @@ class SearchResult:
     tracking_uri: str | None = None
     interrupted: bool = False
     model: Any = None
+    test_evaluation: dict[str, np.ndarray] | None = None
+    cv_evaluation: dict[str, np.ndarray] | None = None
 
     @property
     def leaderboard(self) -> pd.DataFrame:
