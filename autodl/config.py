@@ -99,8 +99,10 @@ class SearchConfig:
                     f"pass {flag} {allowed[0]} (the default)",
                 )
         from autodl.spaces import load_space
+        from autodl.spaces.schema import is_hypermodel_spec
 
-        load_space(self.space)  # ConfigError for a typo, even when --trials 0 never samples it
+        if not is_hypermodel_spec(self.space):
+            load_space(self.space)  # ConfigError for a typo, even when --trials 0 never samples it
 
     def as_dict(self) -> dict:
         """Plain values for logging (paths as strings)."""

@@ -30,7 +30,7 @@ from autodl.model import Member, TabularModel
 from autodl.result import CandidateOutcome, SearchResult
 from autodl.search.cv import CVResult, DevData, cross_validate
 from autodl.spaces import load_space
-from autodl.spaces.schema import SearchSpace
+from autodl.spaces.schema import SearchSpace, is_hypermodel_spec
 from autodl.split import Holdout, holdout_split, make_folds
 from autodl.store import RunStore
 from autodl.tracking.base import NullTracker, Tracker
@@ -91,6 +91,7 @@ class Prepared:
     metric: Metric
     metric_reason: str
     space: SearchSpace | None
+    trials: object | None
     baselines: list[Candidate]
     holdout: Holdout
     dev: DevData
@@ -175,7 +176,7 @@ def run_search(
             config,
             seconds_left,
         )
-        if prepared.space is not None:
+        if prepared.trials is not None:
             stop_reason = _run_keras(config, prepared, record, reporter, output_dir, deadline)
     except KeyboardInterrupt:
         interrupted, stop_reason = True, "interrupted"
@@ -242,8 +243,22 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         dataset.task.kind,
         dataset.task.n_classes,
     )
-    space = load_space(config.space) if config.trials != 0 else None
-    return Prepared(frame, source, dataset, metric, metric_reason, space, baselines, holdout, dev)
+    space, trials = _trial_source(config)
+    return Prepared(frame, source, dataset, metric, metric_reason, space, trials, baselines, holdout, dev)
+
+
+def _trial_source(config: SearchConfig) -> tuple[SearchSpace | None, object | None]:
+    """The declarative space (or None for a Keras Tuner hypermodel) and what turns trials into models."""
+    if config.trials == 0:
+        return None, None
+    if is_hypermodel_spec(config.space):
+        from autodl.spaces.kt_adapter import HyperModelTrials
+
+        return None, HyperModelTrials(config.space, max_epochs=config.max_epochs or 100)
+    from autodl.search.engine import SpaceTrials
+
+    space = load_space(config.space)
+    return space, SpaceTrials(space, config.max_epochs)
 
 
 def _fingerprint(prepared: Prepared) -> dict:
@@ -325,7 +340,11 @@ def _run_keras(config, prepared: Prepared, record, reporter, output_dir: Path, d
 
     if deadline is not None and deadline - time.monotonic() <= 1:
         return "time limit reached before the Keras search"
-    if config.capacity_check and not config.resume:
+    if prepared.space is None:
+        reporter.info(
+            "capacity check skipped: a Keras Tuner hypermodel has no declared largest configuration"
+        )
+    elif config.capacity_check and not config.resume:
         report = check_capacity(prepared.space, prepared.dev, seed=config.seed)
         if not report.passed:
             reporter.note(report.describe())
@@ -346,12 +365,11 @@ def _run_keras(config, prepared: Prepared, record, reporter, output_dir: Path, d
     reporter.phase("keras", config.trials, None if deadline is None else deadline - time.monotonic())
     return run_keras_search(
         study,
-        space=prepared.space,
+        trials=prepared.trials,
         data=prepared.dev,
         metric=prepared.metric,
         budget=Budget(config.trials, deadline),
         seed=config.seed,
-        max_epochs=config.max_epochs,
         on_outcome=record,
     )
 

@@ -193,7 +193,7 @@ class KerasTabularModel(BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         out = self._raw_predict(X).astype(float)
-        if self.task == "binary":
+        if out.ndim == 1 or out.shape[1] == 1:  # one sigmoid unit: the positive class
             p = np.clip(out.reshape(-1), 0.0, 1.0)
             return np.column_stack([1 - p, p])
         return out / out.sum(axis=1, keepdims=True)

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from autodl.candidates.keras_towers import cross_validate_towers
 from autodl.errors import ConfigError
@@ -117,62 +118,84 @@ def finished_trials(study) -> int:
     return len(study.get_trials(deepcopy=False, states=done))
 
 
+class TrialSource(Protocol):
+    """Turns an Optuna trial into a cross-validated model; `report(step, value, text)` may prune."""
+
+    def warm_start_points(self) -> list[dict]: ...
+
+    def evaluate(
+        self, trial, data: DevData, metric: Metric, *, seed: int, deadline: float | None, report
+    ) -> CVResult: ...
+
+
+class SpaceTrials:
+    """Trials from a declarative space: each configuration is cross-validated as k fold towers."""
+
+    def __init__(self, space: SearchSpace, max_epochs: int | None = None) -> None:
+        self.space = space
+        self.fixed = {**space.fixed, **({"max_epochs": max_epochs} if max_epochs else {})}
+
+    def warm_start_points(self) -> list[dict]:
+        return warm_start_points(self.space)
+
+    def evaluate(
+        self, trial, data: DevData, metric: Metric, *, seed: int, deadline: float | None, report
+    ) -> CVResult:
+        params = suggest_params(trial, self.space)
+        sign = 1.0 if metric.greater_is_better else -1.0
+
+        def after_epoch(epoch: int, mean_val_loss: float) -> None:
+            # Steps are epochs of the one k-tower fit; the value is the towers' mean best inner
+            # validation loss, signed to follow the study's direction.
+            report(epoch, -sign * mean_val_loss, f"validation loss {mean_val_loss:.4f} at epoch {epoch + 1}")
+
+        return cross_validate_towers(
+            params, self.fixed, data, metric, seed=seed, deadline=deadline, after_epoch=after_epoch
+        )
+
+
 def run_keras_search(
     study,
     *,
-    space: SearchSpace,
+    trials: TrialSource,
     data: DevData,
     metric: Metric,
     budget: Budget,
     seed: int,
-    max_epochs: int | None,
     on_outcome: Callable[[CandidateOutcome, CVResult | None], None],
 ) -> str:
     """Run trials until the budget is spent; each finished trial is passed to `on_outcome`.
 
-    Returns why the search stopped.
-
-    A trial that raises is recorded as failed with its reason and the search goes on; after
-    MAX_CONSECUTIVE_FAILURES failures in a row the search stops.
+    `trials` turns an Optuna trial into a cross-validated model (a declarative space, or a Keras
+    Tuner hypermodel). Returns why the search stopped. A trial that raises is recorded as failed
+    with its reason and the search goes on; after MAX_CONSECUTIVE_FAILURES failures in a row the
+    search stops.
     """
     import optuna
 
     keras = import_keras()
-    fixed = {**space.fixed, **({"max_epochs": max_epochs} if max_epochs else {})}
     cv_results: dict[int, CVResult] = {}
     failures_in_a_row = 0
     stop = {"reason": "time limit reached"}
 
     if not study.get_trials(deepcopy=False):
-        for point in warm_start_points(space):
+        for point in trials.warm_start_points():
             study.enqueue_trial(point, skip_if_exists=True)
 
     def objective(trial) -> float:
         if budget.seconds_left() <= 0:
             trial.study.stop()
             raise optuna.TrialPruned("time limit reached before the trial started")
-        params = suggest_params(trial, space)
-        sign = 1.0 if metric.greater_is_better else -1.0
 
-        def after_epoch(epoch: int, mean_val_loss: float) -> None:
-            # Steps are epochs of the one k-tower fit; the value is the towers' mean best inner
-            # validation loss, signed to follow the study's direction.
-            trial.report(-sign * mean_val_loss, step=epoch)
+        def report(step: int, value: float, described: str) -> None:
+            trial.report(value, step=step)
             if trial.should_prune():
-                raise optuna.TrialPruned(
-                    f"pruned at epoch {epoch + 1}: validation loss {mean_val_loss:.4f} is behind the median of earlier trials"
-                )
+                raise optuna.TrialPruned(f"pruned: {described} is behind the median of earlier trials")
 
         keras.backend.clear_session(free_memory=True)
         try:
-            result = cross_validate_towers(
-                params,
-                fixed,
-                data,
-                metric,
-                seed=seed + trial.number,
-                deadline=budget.deadline,
-                after_epoch=after_epoch,
+            result = trials.evaluate(
+                trial, data, metric, seed=seed + trial.number, deadline=budget.deadline, report=report
             )
         except DeadlineReached as error:
             trial.study.stop()

@@ -83,6 +83,12 @@ class SearchSpace:
     source: str = ""
 
 
+def is_hypermodel_spec(space: str | Path) -> bool:
+    """True for a Keras Tuner hypermodel reference 'module:attr' or 'file.py:attr'."""
+    text = str(space)
+    return ":" in text and not text.endswith((".yaml", ".yml"))
+
+
 def spaces_folder():
     return resources.files("autodl.search_spaces")
 
