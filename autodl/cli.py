@@ -82,6 +82,12 @@ def search(
             help="First check that the space's largest network can overfit a small sample.",
         ),
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Trials run at once, each in its own process (one per CPU core is the most that helps)."
+        ),
+    ] = 1,
     max_epochs: Annotated[
         int | None,
         typer.Option("--max-epochs", help="Cap on epochs per network (default: from the space)."),
@@ -141,6 +147,7 @@ def search(
         sampler=sampler,
         pruner=pruner,
         capacity_check=capacity_check,
+        workers=workers,
         max_epochs=max_epochs,
         baselines=_parse_baselines(baselines),
         drop_columns=tuple(drop or ()),
@@ -266,31 +273,76 @@ def ui(
     host: Annotated[
         str, typer.Option(help="Interface to bind; only change it if you mean to expose the UI.")
     ] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(help="Server worker processes (one is plenty for one user).")] = 1,
 ) -> None:
     """Start the MLflow UI on the store that autodl search uses (bound to 127.0.0.1)."""
+    import socket
     import subprocess
 
     from autodl import runtime
 
     runtime.configure()
+    from autodl.errors import ConfigError
     from autodl.tracking.base import redact
     from autodl.tracking.mlflow import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    Console().print(f"MLflow UI for {redact(uri)} at http://{host}:{port}  (Ctrl-C to stop)")
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    raise typer.Exit(subprocess.call(command))
+    console = Console()
+    if uri.startswith(("http://", "https://")):
+        console.print(f"{redact(uri)} is an MLflow tracking server: open it in a browser, it serves the UI.")
+        return
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        if not database.is_file():
+            err.print(
+                f"[yellow]note:[/] {database.resolve()} does not exist yet; the UI starts on an empty store."
+            )
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({error.strerror or error})",
+                f"pass another --port, e.g. --port {port + 1}, or stop what uses port {port}",
+            ) from None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] binding to {host} makes the UI reachable from other machines.")
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"MLflow UI for {redact(uri)} at http://{shown}:{port}  (Ctrl-C to stop)", soft_wrap=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    command += ["--host", host, "--port", str(port), "--workers", str(max(1, workers))]
+    try:
+        code = subprocess.call(command)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+def runs(
+    experiment: Annotated[
+        str | None, typer.Option(help="Only this MLflow experiment (default: every experiment).")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", help="Store to read (default: the one autodl search uses)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many searches, newest first.")] = 20,
+) -> None:
+    """List past searches in the MLflow store: task, metric, CV and test scores, final model, status."""
+    from autodl.runs import list_searches, searches_table
+    from autodl.tracking.base import redact
+
+    uri, found = list_searches(tracking_uri=tracking_uri, experiment=experiment, limit=limit)
+    console = Console()
+    if not found:
+        console.print(f"No autodl searches in {redact(uri)} yet (run autodl search first).")
+        return
+    console.print(searches_table(found, f"autodl searches in {redact(uri)} (newest first)"))
+    console.print("Open one: autodl ui, or load its model with the run's autodl.model_uri tag.")
+
+
+app.command("runs")(runs)
+app.command("leaderboard", help="Alias of `autodl runs`: past searches and their best results.")(runs)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ class SearchConfig:
     sampler: str = "tpe"
     pruner: str = "median"
     capacity_check: bool = True
+    workers: int = 1
     max_epochs: int | None = None
     baselines: tuple[str, ...] | None = None
     drop_columns: tuple[str, ...] = ()
@@ -78,6 +79,11 @@ class SearchConfig:
             raise ConfigError(
                 f"--time-limit must be a positive number of seconds, got {self.time_limit}",
                 "pass --time-limit 300 for five minutes",
+            )
+        if not (isinstance(self.workers, int) and self.workers >= 1):
+            raise ConfigError(
+                f"--workers must be an integer of at least 1, got {self.workers!r}",
+                "pass --workers 2 to run two trials at once (one per CPU core)",
             )
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ConfigError(

@@ -27,58 +27,17 @@ from autodl.errors import ConfigError, SearchError
 from autodl.events import Reporter
 from autodl.metrics import DEFAULT_METRIC, Metric, resolve_metric, score_all
 from autodl.model import Member, TabularModel
+from autodl.pool import CandidatePool
 from autodl.result import CandidateOutcome, SearchResult
 from autodl.search.cv import CVResult, DevData, cross_validate
-from autodl.spaces import load_space
-from autodl.spaces.schema import SearchSpace, is_hypermodel_spec
+from autodl.search.sources import trial_source
+from autodl.spaces.schema import SearchSpace
 from autodl.split import Holdout, holdout_split, make_folds
 from autodl.store import RunStore
 from autodl.tracking.base import NullTracker, Tracker
 
 BASELINE_SHARE = 0.4
-KEEP_KERAS_MODELS = 8
 RESUME_KEYS = ("target", "task", "metric", "test_size", "folds", "repeats", "seed", "space", "drop_columns")
-
-
-class CandidatePool:
-    """Out-of-fold predictions and fold models of the candidates that may join the final model.
-
-    Every baseline is kept; of the Keras trials only the best KEEP_KERAS_MODELS, so memory stays
-    bounded over long searches. Kept candidates are mirrored to the run store.
-    """
-
-    def __init__(self, metric: Metric, store: RunStore) -> None:
-        self.metric = metric
-        self.store = store
-        self.scores: dict[str, float] = {}
-        self.oof: dict[str, np.ndarray] = {}
-        self.models: dict[str, list] = {}
-        self.family: dict[str, str] = {}
-
-    def add(self, name: str, family: str, cv: CVResult, *, persist: bool = True) -> None:
-        if name == "dummy":  # the reference floor, never a useful ensemble member
-            return
-        self.scores[name], self.family[name], self.oof[name], self.models[name] = (
-            cv.mean,
-            family,
-            cv.oof,
-            cv.models,
-        )
-        keras = sorted(
-            (n for n in self.scores if self.family[n] == "keras"),
-            key=lambda n: self.scores[n],
-            reverse=self.metric.greater_is_better,
-        )
-        evicted = keras[KEEP_KERAS_MODELS:]
-        for old in evicted:
-            for values in (self.scores, self.oof, self.models, self.family):
-                values.pop(old)
-            self.store.drop_candidate(old)
-        if persist and name not in evicted:
-            self.store.save_candidate(name, family, cv)
-
-    def best(self) -> str:
-        return sorted(self.scores, key=lambda n: self.scores[n], reverse=self.metric.greater_is_better)[0]
 
 
 @dataclass
@@ -165,6 +124,15 @@ def run_search(
         tracker.log_candidate(outcome, prepared.metric.name)
         reporter.outcome(outcome, best=_best(outcomes, prepared.metric), seconds_left=seconds_left())
 
+    def adopt(outcome: CandidateOutcome) -> None:
+        """A trial a worker process finished: its files are already in the store."""
+        cv = store.load_candidate(outcome.name) if outcome.state == "complete" else None
+        if cv is not None:
+            pool.add(outcome.name, outcome.family, cv, persist=False)
+        outcomes.append(outcome)
+        tracker.log_candidate(outcome, prepared.metric.name)
+        reporter.outcome(outcome, best=_best(outcomes, prepared.metric), seconds_left=seconds_left())
+
     interrupted, stop_reason = False, "budget spent"
     try:
         done = {o.name for o in outcomes}
@@ -177,7 +145,7 @@ def run_search(
             seconds_left,
         )
         if prepared.trials is not None:
-            stop_reason = _run_keras(config, prepared, record, reporter, output_dir, deadline)
+            stop_reason = _run_keras(config, prepared, record, adopt, reporter, output_dir, deadline)
     except KeyboardInterrupt:
         interrupted, stop_reason = True, "interrupted"
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C exits at once
@@ -243,22 +211,8 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         dataset.task.kind,
         dataset.task.n_classes,
     )
-    space, trials = _trial_source(config)
+    space, trials = trial_source(config) if config.trials != 0 else (None, None)
     return Prepared(frame, source, dataset, metric, metric_reason, space, trials, baselines, holdout, dev)
-
-
-def _trial_source(config: SearchConfig) -> tuple[SearchSpace | None, object | None]:
-    """The declarative space (or None for a Keras Tuner hypermodel) and what turns trials into models."""
-    if config.trials == 0:
-        return None, None
-    if is_hypermodel_spec(config.space):
-        from autodl.spaces.kt_adapter import HyperModelTrials
-
-        return None, HyperModelTrials(config.space, max_epochs=config.max_epochs or 100)
-    from autodl.search.engine import SpaceTrials
-
-    space = load_space(config.space)
-    return space, SpaceTrials(space, config.max_epochs)
 
 
 def _fingerprint(prepared: Prepared) -> dict:
@@ -334,9 +288,13 @@ def _run_baselines(baselines, prepared: Prepared, record, reporter, config, seco
         record(outcome, cv)
 
 
-def _run_keras(config, prepared: Prepared, record, reporter, output_dir: Path, deadline) -> str:
+def _run_keras(config, prepared: Prepared, record, adopt, reporter, output_dir: Path, deadline) -> str:
+    """Capacity check, then the Optuna search (with `config.workers - 1` worker processes).
+
+    `record` takes the main process's finished trials; `adopt` those the workers finished.
+    """
     from autodl.search.capacity import check_capacity
-    from autodl.search.engine import Budget, open_study, run_keras_search
+    from autodl.search.engine import Budget, enqueue_warm_start, open_study, run_keras_search
 
     if deadline is not None and deadline - time.monotonic() <= 1:
         return "time limit reached before the Keras search"
@@ -362,16 +320,50 @@ def _run_keras(config, prepared: Prepared, record, reporter, output_dir: Path, d
         sampler=config.sampler,
         pruner=config.pruner,
     )
+    enqueue_warm_start(study, prepared.trials)
     reporter.phase("keras", config.trials, None if deadline is None else deadline - time.monotonic())
-    return run_keras_search(
-        study,
-        trials=prepared.trials,
-        data=prepared.dev,
-        metric=prepared.metric,
-        budget=Budget(config.trials, deadline),
-        seed=config.seed,
-        on_outcome=record,
-    )
+    workers = _start_workers(config, prepared, output_dir, deadline)
+
+    def on_outcome(outcome: CandidateOutcome, cv: CVResult | None) -> None:
+        record(outcome, cv)
+        for found in workers.poll() if workers else ():
+            adopt(found)
+
+    try:
+        reason = run_keras_search(
+            study,
+            trials=prepared.trials,
+            data=prepared.dev,
+            metric=prepared.metric,
+            budget=Budget(config.trials, deadline),
+            seed=config.seed,
+            on_outcome=on_outcome,
+        )
+        if workers:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic()) + 60
+            failed = [code for code in workers.join(wait) if code != 0]
+            if failed:
+                reporter.note(f"{len(failed)} worker process(es) ended with an error (exit codes {failed})")
+    except BaseException:
+        if workers:
+            workers.stop()
+        raise
+    finally:
+        for found in workers.poll() if workers else ():
+            adopt(found)
+    return reason
+
+
+def _start_workers(config: SearchConfig, prepared: Prepared, output_dir: Path, deadline):
+    if config.workers <= 1:
+        return None
+    from autodl.search.workers import WorkerPayload, Workers
+
+    payloads = [
+        WorkerPayload(i, config, prepared.dev, prepared.metric.name, output_dir, deadline)
+        for i in range(1, config.workers)
+    ]
+    return Workers(payloads)
 
 
 def _finalize(

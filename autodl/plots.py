@@ -91,9 +91,7 @@ def optimization_history(study, metric: str):
     values = np.array([t.value for t in trials], dtype=float)
     best = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
     n_all = len(study.get_trials(deepcopy=False))
-    figure, axes = _figure(
-        f"Optimization history ({len(trials)} complete of {n_all} trials)"
-    )
+    figure, axes = _figure(f"Optimization history ({len(trials)} complete of {n_all} trials)")
     axes.plot(numbers, values, "o", color="tab:blue", alpha=0.7, label="trial (CV mean)")
     axes.step(numbers, best, where="post", color="tab:red", label="best so far")
     axes.set_xlabel("trial number")
@@ -147,11 +145,11 @@ def learning_curves(outcome: CandidateOutcome):
     colors = plt.get_cmap("tab10")
     for index, history in enumerate(histories):
         color = colors(index % 10)
-        for key, style in (("loss", "-"), ("val_loss", "--")):
+        for key, style in (("loss", "o-"), ("val_loss", "s--")):
             values = history.get(key)
             if values:
                 epochs = np.arange(1, len(values) + 1)
-                axes.plot(epochs, values, style, color=color, label=f"fold {index} {key}")
+                axes.plot(epochs, values, style, color=color, markersize=3, label=f"fold {index} {key}")
         best = outcome.fold_details[index].get("best_epoch") if index < len(outcome.fold_details) else None
         if best:
             axes.axvline(best, color=color, alpha=0.25)
@@ -183,7 +181,7 @@ def confusion_matrix(y_true, scores, classes: Sequence | None, where: str):
         raise ValueError(f"{n} classes are too many for a readable matrix (at most {MAX_MATRIX_CLASSES})")
     labels = _labels(classes, n)
     matrix = counts(np.asarray(y_true, dtype=int), proba.argmax(axis=1), labels=list(range(n)))
-    figure, axes = _figure(f"Confusion matrix, final model ({where})")
+    figure, axes = _figure(f"Confusion matrix, final model\n({where})")
     axes.grid(False)
     image = axes.imshow(matrix, cmap="Blues")
     figure.colorbar(image, ax=axes, shrink=0.8)
@@ -215,7 +213,9 @@ def _one_vs_rest(y_true, scores, classes) -> list[tuple[str, np.ndarray, np.ndar
     labels = _labels(classes, proba.shape[1])
     indices = [1] if proba.shape[1] == 2 else range(min(proba.shape[1], MAX_CURVE_CLASSES))
     found = [(labels[i], y_true == i, proba[:, i]) for i in indices]
-    usable = [(label, positive, score) for label, positive, score in found if 0 < positive.sum() < len(positive)]
+    usable = [
+        (label, positive, score) for label, positive, score in found if 0 < positive.sum() < len(positive)
+    ]
     if not usable:
         raise ValueError("every true label is the same class, so the curves are undefined")
     return usable
@@ -227,10 +227,14 @@ def roc_curves(y_true, scores, classes: Sequence | None, where: str):
 
     curves = _one_vs_rest(y_true, scores, classes)
     multi = _probabilities(scores).shape[1] > 2
-    figure, axes = _figure(f"ROC{' one-vs-rest' if multi else ''}, final model ({where})")
+    figure, axes = _figure(f"ROC{' one-vs-rest' if multi else ''}, final model\n({where})")
     for label, positive, score in curves:
         fpr, tpr, _ = roc_curve(positive, score)
-        axes.plot(fpr, tpr, label=f"{'class ' if multi else 'positive '}{label} (AUC {roc_auc_score(positive, score):.3f})")
+        axes.plot(
+            fpr,
+            tpr,
+            label=f"{'class ' if multi else 'positive '}{label} (AUC {roc_auc_score(positive, score):.3f})",
+        )
     axes.plot([0, 1], [0, 1], ":", color="grey", label="chance")
     axes.set_xlabel("false positive rate")
     axes.set_ylabel("true positive rate")
@@ -244,7 +248,7 @@ def pr_curves(y_true, scores, classes: Sequence | None, where: str):
 
     curves = _one_vs_rest(y_true, scores, classes)
     multi = _probabilities(scores).shape[1] > 2
-    figure, axes = _figure(f"Precision-recall{' one-vs-rest' if multi else ''}, final model ({where})")
+    figure, axes = _figure(f"Precision-recall{' one-vs-rest' if multi else ''}, final model\n({where})")
     for label, positive, score in curves:
         precision, recall, _ = precision_recall_curve(positive, score)
         ap = average_precision_score(positive, score)
@@ -260,7 +264,7 @@ def pr_curves(y_true, scores, classes: Sequence | None, where: str):
 def predicted_vs_actual(y_true, predicted, where: str):
     """Predicted against true values, with the identity line."""
     y_true, predicted = np.asarray(y_true, dtype=float), np.asarray(predicted, dtype=float).ravel()
-    figure, axes = _figure(f"Predicted vs actual, final model ({where})")
+    figure, axes = _figure(f"Predicted vs actual, final model\n({where})")
     axes.scatter(y_true, predicted, s=8, alpha=0.5)
     low, high = float(min(y_true.min(), predicted.min())), float(max(y_true.max(), predicted.max()))
     axes.plot([low, high], [low, high], ":", color="grey", label="perfect")
@@ -273,7 +277,7 @@ def predicted_vs_actual(y_true, predicted, where: str):
 def residuals(y_true, predicted, where: str):
     """Residuals (actual - predicted) against the prediction."""
     y_true, predicted = np.asarray(y_true, dtype=float), np.asarray(predicted, dtype=float).ravel()
-    figure, axes = _figure(f"Residuals, final model ({where})")
+    figure, axes = _figure(f"Residuals, final model\n({where})")
     axes.scatter(predicted, y_true - predicted, s=8, alpha=0.5)
     axes.axhline(0, color="grey", linestyle=":")
     axes.set_xlabel("predicted")
@@ -302,7 +306,10 @@ def search_plots(
         study_missing = None if study is not None else "no Optuna study (no Keras trials were run)"
     except Exception as error:
         study, study_missing = None, f"cannot read the Optuna study: {type(error).__name__}: {error}"[:250]
-    for name, draw in (("optimization_history", optimization_history), ("param_importances", param_importances)):
+    for name, draw in (
+        ("optimization_history", optimization_history),
+        ("param_importances", param_importances),
+    ):
         if study is None:
             plots.skipped[name] = study_missing
         else:

@@ -23,6 +23,23 @@ OUTCOMES = "outcomes.jsonl"
 CANDIDATES = "candidates"
 
 
+def read_outcomes(path: Path, offset: int = 0) -> tuple[list[CandidateOutcome], int]:
+    """Complete outcome lines of `path` from byte `offset`; returns them and the new offset."""
+    if not path.is_file():
+        return [], offset
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+    records = []
+    for line in data[:end].decode("utf-8").splitlines():
+        try:
+            records.append(CandidateOutcome(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            continue  # a line cut short by a kill
+    return records, offset + end
+
+
 class RunStore:
     """Files under a search's output folder: manifest, outcomes log and kept candidates."""
 
@@ -39,22 +56,16 @@ class RunStore:
         temporary.write_text(json.dumps(manifest, indent=1, default=str))
         temporary.replace(path)  # never a half-written manifest
 
-    def append_outcome(self, outcome: CandidateOutcome) -> None:
-        with (self.folder / OUTCOMES).open("a") as handle:
+    def append_outcome(self, outcome: CandidateOutcome, stream: str = "") -> None:
+        """Append to outcomes.jsonl, or to outcomes-<stream>.jsonl for a parallel worker."""
+        name = f"outcomes-{stream}.jsonl" if stream else OUTCOMES
+        with (self.folder / name).open("a") as handle:
             handle.write(json.dumps(asdict(outcome), default=float) + "\n")
             handle.flush()
 
     def outcomes(self) -> list[CandidateOutcome]:
-        path = self.folder / OUTCOMES
-        if not path.is_file():
-            return []
-        records = []
-        for line in path.read_text().splitlines():
-            try:
-                records.append(CandidateOutcome(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError):
-                continue  # a line cut short by a kill
-        return records
+        """Every recorded outcome, the main process's and the workers'."""
+        return [o for path in sorted(self.folder.glob("outcomes*.jsonl")) for o in read_outcomes(path)[0]]
 
     def save_candidate(self, name: str, family: str, cv: CVResult) -> None:
         folder = self.folder / CANDIDATES / name
@@ -74,17 +85,20 @@ class RunStore:
     def drop_candidate(self, name: str) -> None:
         shutil.rmtree(self.folder / CANDIDATES / name, ignore_errors=True)
 
+    def load_candidate(self, name: str) -> CVResult | None:
+        """One kept candidate, or None when it was dropped or its files are incomplete."""
+        meta_path = self.folder / CANDIDATES / name / "candidate.json"
+        if not meta_path.is_file():
+            return None
+        return self._load(meta_path)[2]
+
     def load_candidates(self) -> list[tuple[str, str, CVResult]]:
         """Candidates whose files are complete (a kill mid-save leaves no candidate.json)."""
-        loaded = []
-        for meta_path in sorted((self.folder / CANDIDATES).glob("*/candidate.json")):
-            meta = json.loads(meta_path.read_text())
-            folder = meta_path.parent
-            cv = CVResult(
-                meta["fold_scores"],
-                np.load(folder / "oof.npy"),
-                load_pipelines(meta["parts"], folder),
-                meta["fit_seconds"],
-            )
-            loaded.append((meta["name"], meta["family"], cv))
-        return loaded
+        return [self._load(path) for path in sorted((self.folder / CANDIDATES).glob("*/candidate.json"))]
+
+    def _load(self, meta_path: Path) -> tuple[str, str, CVResult]:
+        meta = json.loads(meta_path.read_text())
+        folder = meta_path.parent
+        models = load_pipelines(meta["parts"], folder)
+        cv = CVResult(meta["fold_scores"], np.load(folder / "oof.npy"), models, meta["fit_seconds"])
+        return meta["name"], meta["family"], cv

@@ -80,10 +80,14 @@ def open_study(
     metric: Metric,
     seed: int,
     resume: bool,
+    join: bool = False,
     sampler: str = "tpe",
     pruner: str = "median",
 ):
-    """Create (or, with `resume`, reopen) the study in a journal file safe for concurrent workers."""
+    """Create (or, with `resume`, reopen) the study in a journal file safe for concurrent workers.
+
+    `join` opens the study a running search created (a parallel worker), leaving its trials alone.
+    """
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -96,7 +100,7 @@ def open_study(
         sampler=make_sampler(sampler, seed),
         pruner=make_pruner(pruner),
         direction=metric.direction,
-        load_if_exists=resume,
+        load_if_exists=resume or join,
     )
     if resume:  # trials left RUNNING by a killed process will never finish
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -154,6 +158,13 @@ class SpaceTrials:
         )
 
 
+def enqueue_warm_start(study, trials: TrialSource) -> None:
+    """Queue the source's known-good configurations first, in a new study only."""
+    if not study.get_trials(deepcopy=False):
+        for point in trials.warm_start_points():
+            study.enqueue_trial(point, skip_if_exists=True)
+
+
 def run_keras_search(
     study,
     *,
@@ -178,10 +189,6 @@ def run_keras_search(
     failures_in_a_row = 0
     stop = {"reason": "time limit reached"}
 
-    if not study.get_trials(deepcopy=False):
-        for point in trials.warm_start_points():
-            study.enqueue_trial(point, skip_if_exists=True)
-
     def objective(trial) -> float:
         if budget.seconds_left() <= 0:
             trial.study.stop()
@@ -190,7 +197,7 @@ def run_keras_search(
         def report(step: int, value: float, described: str) -> None:
             trial.report(value, step=step)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned: {described} is behind the median of earlier trials")
+                raise optuna.TrialPruned(f"{described} is behind the median of earlier trials")
 
         keras.backend.clear_session(free_memory=True)
         try:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,12 @@ def resolve_tracking_uri(uri: str | None) -> str:
 
 
 class MlflowTracker:
-    """Logs through MlflowClient with explicit run ids; metrics are sent in batches."""
+    """Logs through MlflowClient with explicit run ids; metrics are sent in batches.
+
+    The parent run never stays RUNNING: finish() and abort() end it, a failure inside finish()
+    ends it FAILED with the reason before re-raising, and a process that exits without either
+    (an uncaught error outside run_search's handlers) ends it FAILED at interpreter exit.
+    """
 
     def __init__(self, *, uri: str | None, experiment: str, run_name: str) -> None:
         import mlflow
@@ -42,7 +50,10 @@ class MlflowTracker:
         self._experiment = experiment
         self._run_name = run_name
         self._parent: str | None = None
+        self._experiment_id_cache: str | None = None
         self._children: dict[str, str] = {}
+        self._config: dict[str, Any] = {}
+        self._open = False
 
     @property
     def run_id(self) -> str | None:
@@ -53,12 +64,17 @@ class MlflowTracker:
         return self._uri
 
     def _experiment_id(self) -> str:
-        found = self._client.get_experiment_by_name(self._experiment)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                self._client.restore_experiment(found.experiment_id)
-            return found.experiment_id
-        return self._client.create_experiment(self._experiment)
+        if self._experiment_id_cache is None:
+            found = self._client.get_experiment_by_name(self._experiment)
+            if found is not None:
+                if found.lifecycle_stage == "deleted":
+                    self._client.restore_experiment(found.experiment_id)
+                self._experiment_id_cache = found.experiment_id
+            else:
+                self._experiment_id_cache = self._client.create_experiment(self._experiment)
+        return self._experiment_id_cache
+
+    # --- start ------------------------------------------------------------------------------------
 
     def start(
         self,
@@ -71,8 +87,11 @@ class MlflowTracker:
     ) -> None:
         import autodl
 
+        self._config = dict(config)
         if resume_run_id and self._reopen(resume_run_id):
+            self._mark_open()
             return
+        space_name, space_text = _space(config)
         run = self._client.create_run(
             self._experiment_id(),
             run_name=self._run_name,
@@ -81,16 +100,29 @@ class MlflowTracker:
                 "autodl.role": "search",
                 "autodl.task": summary["task"],
                 "autodl.metric": summary["metric"],
-                "autodl.search_space": str(config.get("space")),
+                "autodl.target": str(summary["target"]),
+                "autodl.search_space": space_name,
                 "autodl.tracking_uri": redact(self._uri) or "",
+                "mlflow.note.content": _note(config, summary),
             },
         )
         self._parent = run.info.run_id
+        self._mark_open()
+        protocol = split_protocol(config, summary)
         params = {f"config.{k}": v for k, v in config.items() if v is not None and k != "extra"}
         params.update({f"data.{k}": v for k, v in summary.items() if not isinstance(v, dict | list)})
+        params.update({"protocol.holdout": protocol["holdout"]["description"]})
+        params.update({"protocol.cv": protocol["cross_validation"]["description"]})
         self._log_params(self._parent, params)
         self._client.log_dict(self._parent, summary, "data_profile.json")
+        self._client.log_dict(self._parent, protocol, "protocol.json")
+        if space_text is not None and config.get("trials") != 0:
+            self._client.log_text(self._parent, space_text, "search_space.yaml")
         self._log_dataset(data, source, summary)
+
+    def _mark_open(self) -> None:
+        self._open = True
+        atexit.register(self._end_at_exit)
 
     def _reopen(self, run_id: str) -> bool:
         """Continue the parent run of a resumed search; runs its killed process left RUNNING end KILLED."""
@@ -101,6 +133,7 @@ class MlflowTracker:
         except MlflowException:
             return False  # not in this store: the resumed search gets a new parent run
         self._parent = run_id
+        self._experiment_id_cache = parent.info.experiment_id
         self._client.update_run(run_id, status="RUNNING")
         self._client.set_tag(run_id, "autodl.resumed", "true")
         children = self._client.search_runs(
@@ -118,24 +151,32 @@ class MlflowTracker:
         import mlflow
 
         try:
-            dataset = mlflow.data.from_pandas(
-                data, source=source, name=Path(source).name, targets=summary["target"]
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in multiple ways"
+                dataset = mlflow.data.from_pandas(
+                    data, source=source, name=Path(source).name, targets=summary["target"]
+                )
             self._client.log_inputs(
                 self._parent, datasets=[mlflow.entities.DatasetInput(dataset._to_mlflow_entity())]
             )
         except Exception as error:  # the dataset record is an extra; its failure must not stop a search
             self._client.set_tag(self._parent, "autodl.dataset_logging_error", str(error)[:250])
 
-    def log_candidate(self, outcome: CandidateOutcome, metric: str) -> None:
-        from mlflow.entities import Metric, Param, RunTag
+    # --- candidates ---------------------------------------------------------------------------------
 
+    def log_candidate(self, outcome: CandidateOutcome, metric: str) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = _millis()
         run = self._client.create_run(
-            self._client.get_run(self._parent).info.experiment_id,
+            self._experiment_id(),
+            # the candidate ran before it is logged: start it back then, so the UI's duration is its fit time
+            start_time=now - int(max(outcome.fit_seconds, 0.0) * 1000),
             run_name=outcome.name,
             tags={
                 "mlflow.parentRunId": self._parent,
                 "autodl.role": outcome.family,
+                "autodl.family": outcome.family,
                 "autodl.state": outcome.state,
                 **({"autodl.reason": outcome.reason[:5000]} if outcome.reason else {}),
                 **(
@@ -147,7 +188,6 @@ class MlflowTracker:
         )
         run_id = run.info.run_id
         self._children[outcome.name] = run_id
-        now = _millis()
         metrics = [Metric(f"fold_{metric}", float(s), now, i) for i, s in enumerate(outcome.fold_scores)]
         if outcome.state == "complete":
             metrics += [
@@ -158,43 +198,123 @@ class MlflowTracker:
         if outcome.n_parameters is not None:
             metrics.append(Metric("n_parameters", float(outcome.n_parameters), now, 0))
         for fold_index, detail in enumerate(outcome.fold_details):
+            for key in ("best_epoch", "epochs"):
+                if detail.get(key) is not None:
+                    metrics.append(Metric(f"fold_{key}", float(detail[key]), now, fold_index))
             for key, values in detail.get("history", {}).items():
                 metrics += [
                     Metric(f"fold{fold_index}_{key}", float(v), now, step)
                     for step, v in enumerate(values)
                     if np.isfinite(v)
                 ]
+        metrics = [m for m in metrics if np.isfinite(m.value)]
         params = [Param(k, _param_text(v)) for k, v in outcome.params.items()]
-        for start in range(0, max(len(metrics), 1), 1000):
-            self._client.log_batch(
-                run_id,
-                metrics=metrics[start : start + 1000],
-                params=params if start == 0 else [],
-                tags=[RunTag("autodl.family", outcome.family)],
-            )
+        # log_batch takes at most 1000 metrics, 100 params and 1000 entities in all per call
+        for start in range(0, len(params), 100):
+            self._client.log_batch(run_id, params=params[start : start + 100])
+        for start in range(0, len(metrics), 1000):
+            self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
         self._client.set_terminated(run_id, STATUS[outcome.state])
 
-    def finish(self, result: SearchResult, *, input_example: pd.DataFrame, model_dir: Path) -> None:
-        from mlflow.entities import Metric
+    # --- finish -------------------------------------------------------------------------------------
 
-        now = _millis()
-        metrics = [Metric(f"test_{k}", float(v), now, 0) for k, v in result.test_scores.items()]
-        metrics.append(Metric(f"cv_{result.metric}", float(result.cv_score), now, 0))
-        self._client.log_batch(self._parent, metrics=metrics)
+    def finish(self, result: SearchResult, *, input_example: pd.DataFrame, model_dir: Path) -> None:
+        """Log the results, plots and model, then end the parent run (FAILED, with why, if that fails)."""
+        try:
+            self._finish(result, input_example, model_dir)
+        except BaseException as error:
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            self._end(status, f"logging the finished search failed: {type(error).__name__}: {error}")
+            raise
+
+    def _finish(self, result: SearchResult, input_example: pd.DataFrame, model_dir: Path) -> None:
+        self._log_scores(result)
         self._client.set_tag(self._parent, "autodl.final_model", result.final_name)
         self._client.set_tag(self._parent, "autodl.interrupted", str(result.interrupted).lower())
+        self._client.set_tag(
+            self._parent, "autodl.stop_reason", str(result.decisions.get("stop_reason", ""))[:5000]
+        )
         leaderboard = result.leaderboard
         self._client.log_table(self._parent, data=leaderboard, artifact_file="leaderboard.json")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "leaderboard.csv"
             leaderboard.to_csv(path, index=False)
             self._client.log_artifact(self._parent, str(path))
+        self._client.log_dict(self._parent, _jsonable(result.decisions), "decisions.json")
         if len(leaderboard):
-            best = self._children.get(leaderboard.iloc[0]["candidate"])
+            best_name = str(leaderboard.iloc[0]["candidate"])
+            self._client.set_tag(self._parent, "autodl.best_candidate", best_name)
+            best = self._children.get(best_name)
             if best:
                 self._client.set_tag(best, "autodl.best", "true")
+                self._client.set_tag(self._parent, "autodl.best_run_id", best)
+        self._log_plots(result)
+        self._log_keras_files(model_dir)
         self._log_model(result, input_example, model_dir)
-        self._client.set_terminated(self._parent, "KILLED" if result.interrupted else "FINISHED")
+        self._end("KILLED" if result.interrupted else "FINISHED", None)
+
+    def _log_scores(self, result: SearchResult) -> None:
+        """test_<m> for every metric scored on the test split, next to cv_<m> of the final model."""
+        from mlflow.entities import Metric
+
+        now = _millis()
+        metrics = {f"test_{k}": v for k, v in result.test_scores.items()}
+        metrics.update({f"cv_{k}": v for k, v in _cv_scores(result).items()})
+        metrics[f"cv_{result.metric}"] = result.cv_score
+        states = [o.state for o in result.outcomes]
+        metrics.update({f"n_{state}": states.count(state) for state in ("complete", "pruned", "failed")})
+        metrics["n_candidates"] = len(states)
+        if "elapsed_seconds" in result.decisions:
+            metrics["elapsed_seconds"] = result.decisions["elapsed_seconds"]
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and np.isfinite(v)]
+        self._client.log_batch(self._parent, metrics=batch)
+
+    def _log_plots(self, result: SearchResult) -> None:
+        """PNG plots under plots/; each plot that could not be drawn gets a tag saying why."""
+        import time
+
+        from autodl.plots import search_plots
+
+        started = time.perf_counter()
+        try:
+            plots = search_plots(result, study_name=self._config.get("study_name") or "autodl")
+        except Exception as error:  # plots are for review; a bug in them must not lose the search
+            self._client.set_tag(
+                self._parent, "autodl.plot_skipped.all", f"{type(error).__name__}: {error}"[:250]
+            )
+            return
+        tags = [(f"autodl.plot_skipped.{name}", reason) for name, reason in plots.skipped.items()]
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = plots.save(Path(tmp))
+            if paths:
+                self._client.log_artifacts(self._parent, tmp, "plots")
+        from mlflow.entities import Metric, RunTag
+
+        self._client.log_batch(
+            self._parent,
+            metrics=[Metric("plots_seconds", round(time.perf_counter() - started, 3), _millis(), 0)],
+            tags=[RunTag(k, v) for k, v in tags],
+        )
+
+    def _log_keras_files(self, model_dir: Path) -> None:
+        """The final model's Keras fold networks in the native format: keras_models/<member>/fold_<i>.keras."""
+        manifest_path = Path(model_dir) / "autodl-model.json"
+        if not manifest_path.is_file():
+            return
+        manifest = json.loads(manifest_path.read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            for member in manifest.get("members", []):
+                for index, part in enumerate(member.get("folds", [])):
+                    source = Path(model_dir) / part["path"] / "keras" / "model.keras"
+                    if part.get("estimator") == "keras" and source.is_file():
+                        target = root / member["name"] / f"fold_{index}.keras"
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(source, target)
+            if not any(root.iterdir()):
+                return
+            (root / "README.txt").write_text(KERAS_README)
+            self._client.log_artifacts(self._parent, tmp, "keras_models")
 
     def _log_model(self, result: SearchResult, input_example: pd.DataFrame, model_dir: Path) -> None:
         import mlflow
@@ -205,12 +325,50 @@ class MlflowTracker:
             info = log_pyfunc_model(model_dir, input_example)
         self._client.set_tag(self._parent, "autodl.model_uri", info.model_uri)
         result.decisions["mlflow_model_uri"] = info.model_uri
+        name = self._config.get("register_model")
+        if name:
+            self._register(result, info.model_uri, name)
+
+    def _register(self, result: SearchResult, model_uri: str, name: str) -> None:
+        import mlflow
+
+        tags = {"autodl.run_id": self._parent, "autodl.task": result.task, "autodl.metric": result.metric}
+        tags[f"cv_{result.metric}"] = f"{result.cv_score:.6g}"
+        if result.test_score is not None:
+            tags[f"test_{result.metric}"] = f"{result.test_score:.6g}"
+        version = mlflow.register_model(model_uri, name, tags=tags)
+        registered = f"models:/{name}/{version.version}"
+        self._client.set_tag(self._parent, "autodl.registered_model", name)
+        self._client.set_tag(self._parent, "autodl.registered_version", str(version.version))
+        self._client.set_tag(self._parent, "autodl.registered_model_uri", registered)
+        result.decisions["registered_model"] = {
+            "name": name,
+            "version": str(version.version),
+            "uri": registered,
+        }
+
+    # --- ending ---------------------------------------------------------------------------------------
 
     def abort(self, status: str, reason: str) -> None:
-        if self._parent is None:
+        self._end(status, reason)
+
+    def _end(self, status: str, reason: str | None) -> None:
+        """End the parent run with `status` (and `reason` as autodl.stop_reason); never raises."""
+        if self._parent is None or not self._open:
             return
-        self._client.set_tag(self._parent, "autodl.stop_reason", reason[:5000])
-        self._client.set_terminated(self._parent, status)
+        self._open = False
+        atexit.unregister(self._end_at_exit)
+        try:
+            if reason:
+                self._client.set_tag(self._parent, "autodl.stop_reason", reason[:5000])
+            self._client.set_terminated(self._parent, status)
+        except Exception as error:  # the store itself is failing: say so, never mask the original error
+            logging.getLogger(__name__).warning(
+                "could not mark MLflow run %s as %s: %s", self._parent, status, error
+            )
+
+    def _end_at_exit(self) -> None:
+        self._end("FAILED", "the process exited before the search finished")
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -218,6 +376,99 @@ class MlflowTracker:
         items = [Param(k, _param_text(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self._client.log_batch(run_id, params=items[start : start + 100])
+
+
+KERAS_README = """Native Keras (.keras) fold networks of the final model's Keras members.
+
+<member>/fold_<i>.keras is the network trained on fold i; member weights are in decisions.json.
+Each network takes the rows as transformed by that fold's preprocessing, which lives with the
+pyfunc model (model/artifacts/model/member_<j>/fold_<i>/preprocess.skops). For raw rows, load
+the pyfunc model instead: mlflow.pyfunc.load_model("runs:/<run id>/model") or the autodl.model_uri tag.
+Load one network with keras.saving.load_model(path, safe_mode=True).
+"""
+
+
+def split_protocol(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """How the rows were split and scored, in words and numbers (protocol.json and params)."""
+    stratified = summary.get("task") != "regression"
+    test_rows, dev_rows = summary.get("test_rows", 0), summary.get("dev_rows", 0)
+    folds, repeats, seed = config.get("folds"), config.get("repeats") or 1, config.get("seed")
+    kind = f"{'stratified ' if stratified else ''}{folds}-fold CV"
+    if repeats > 1:
+        kind += f" repeated {repeats} times"
+    holdout = (
+        f"{'stratified ' if stratified else ''}test split of {config.get('test_size'):.0%} ({test_rows} rows), "
+        "set aside first and scored once, on the final model"
+        if test_rows
+        else "no test split: the CV estimate is the only score"
+    )
+    return {
+        "holdout": {
+            "test_size": config.get("test_size"),
+            "test_rows": test_rows,
+            "dev_rows": dev_rows,
+            "stratified": stratified,
+            "seed": seed,
+            "description": holdout,
+        },
+        "cross_validation": {
+            "folds": folds,
+            "repeats": repeats,
+            "stratified": stratified,
+            "seed": seed,
+            "rows": dev_rows,
+            "description": f"{kind} on the {dev_rows} development rows",
+        },
+        "preprocessing": "fitted inside each training fold only (imputation, scaling, encoding)",
+        "keras_early_stopping": "each fold network early-stops on an inner validation split of its own training rows",
+        "final_model": (
+            f"'{config.get('final')}': built from out-of-fold predictions; its fold models are the final "
+            "model (no refit on the test rows)"
+        ),
+    }
+
+
+def _space(config: dict[str, Any]) -> tuple[str, str | None]:
+    """The search space's name and YAML text (None when it cannot be read)."""
+    value = str(config.get("space"))
+    try:
+        from autodl.spaces import load_space
+        from autodl.spaces.schema import spaces_folder
+
+        space = load_space(value)
+        path = Path(value)
+        if path.suffix in (".yaml", ".yml"):
+            return space.name, path.read_text(encoding="utf-8")
+        return space.name, (spaces_folder() / f"{value}.yaml").read_text()
+    except Exception:
+        return value, None
+
+
+def _note(config: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The parent run's description in the MLflow UI."""
+    return (
+        f"autodl search for **{summary['target']}** ({summary['task']}, metric {summary['metric']}) "
+        f"on {summary.get('source')}: {summary['rows']} rows, {summary['columns']} columns. "
+        f"Task: {summary.get('task_reason')}. See data_profile.json, protocol.json, decisions.json, "
+        "leaderboard.csv and plots/ under Artifacts; nested runs are the baselines and Keras trials."
+    )
+
+
+def _cv_scores(result: SearchResult) -> dict[str, float]:
+    """Every metric of the final model's out-of-fold predictions (the CV estimate)."""
+    cv = result.cv_evaluation
+    if cv is None or not len(cv.get("y_true", ())):
+        return {}
+    try:
+        from autodl.metrics import resolve_metric, score_all
+
+        return score_all(result.task, resolve_metric(result.task, result.metric), cv["y_true"], cv["scores"])
+    except Exception:
+        return {}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
 
 
 def _param_text(value: Any) -> str:

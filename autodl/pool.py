@@ -1,0 +1,52 @@
+"""The candidates that may join the final model: their OOF predictions and fold models."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autodl.metrics import Metric
+from autodl.search.cv import CVResult
+from autodl.store import RunStore
+
+KEEP_KERAS_MODELS = 8
+
+
+class CandidatePool:
+    """Out-of-fold predictions and fold models of the candidates that may join the final model.
+
+    Every baseline is kept; of the Keras trials only the best KEEP_KERAS_MODELS, so memory stays
+    bounded over long searches. Kept candidates are mirrored to the run store.
+    """
+
+    def __init__(self, metric: Metric, store: RunStore) -> None:
+        self.metric = metric
+        self.store = store
+        self.scores: dict[str, float] = {}
+        self.oof: dict[str, np.ndarray] = {}
+        self.models: dict[str, list] = {}
+        self.family: dict[str, str] = {}
+
+    def add(self, name: str, family: str, cv: CVResult, *, persist: bool = True) -> None:
+        if name == "dummy":  # the reference floor, never a useful ensemble member
+            return
+        self.scores[name], self.family[name], self.oof[name], self.models[name] = (
+            cv.mean,
+            family,
+            cv.oof,
+            cv.models,
+        )
+        keras = sorted(
+            (n for n in self.scores if self.family[n] == "keras"),
+            key=lambda n: self.scores[n],
+            reverse=self.metric.greater_is_better,
+        )
+        evicted = keras[KEEP_KERAS_MODELS:]
+        for old in evicted:
+            for values in (self.scores, self.oof, self.models, self.family):
+                values.pop(old)
+            self.store.drop_candidate(old)
+        if persist and name not in evicted:
+            self.store.save_candidate(name, family, cv)
+
+    def best(self) -> str:
+        return sorted(self.scores, key=lambda n: self.scores[n], reverse=self.metric.greater_is_better)[0]

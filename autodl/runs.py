@@ -1,0 +1,136 @@
+"""Past searches in an MLflow tracking store: `autodl runs` (alias `autodl leaderboard`).
+
+Reads only the parent runs that autodl search logged (tag autodl.role = 'search'); imports MLflow
+but never TensorFlow, so listing stays quick.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from autodl.errors import ConfigError, did_you_mean
+
+SEARCH_FILTER = "tags.`autodl.role` = 'search'"
+
+
+@dataclass
+class PastSearch:
+    """One search as its parent run records it."""
+
+    run_id: str
+    run_name: str
+    experiment: str
+    started: datetime | None
+    status: str
+    task: str
+    metric: str
+    cv_score: float | None
+    test_score: float | None
+    final_model: str
+    interrupted: bool
+    model_uri: str
+
+    @property
+    def state(self) -> str:
+        if self.status == "FINISHED" and self.interrupted:
+            return "FINISHED (interrupted)"
+        return self.status
+
+
+def list_searches(
+    *, tracking_uri: str | None = None, experiment: str | None = None, limit: int = 20
+) -> tuple[str, list[PastSearch]]:
+    """The store's URI and its most recent searches, newest first (one experiment or all)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from autodl.tracking.mlflow import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(uri)
+    try:
+        experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+    except Exception as error:
+        raise ConfigError(
+            f"cannot read the MLflow store {_redact(uri)} ({str(error).splitlines()[0][:200]})",
+            "check --tracking-uri (or MLFLOW_TRACKING_URI), and that the server is running",
+        ) from error
+    names = {e.experiment_id: e.name for e in experiments}
+    if experiment is not None:
+        ids = [i for i, name in names.items() if name == experiment]
+        if not ids:
+            raise ConfigError(
+                f"no experiment named {experiment!r} in {_redact(uri)}{did_you_mean(experiment, list(names.values()))}",
+                f"use one of: {', '.join(sorted(names.values())) or '(none yet: run autodl search first)'}",
+            )
+    else:
+        ids = list(names)
+    if not ids:
+        return uri, []
+    runs = client.search_runs(
+        ids,
+        filter_string=SEARCH_FILTER,
+        order_by=["attributes.start_time DESC"],
+        max_results=max(1, limit),
+    )
+    return uri, [_past_search(run, names) for run in runs]
+
+
+def _past_search(run, experiments: dict[str, str]) -> PastSearch:
+    tags, metrics = run.data.tags, run.data.metrics
+    metric = tags.get("autodl.metric", "")
+    started = datetime.fromtimestamp(run.info.start_time / 1000) if run.info.start_time else None
+    return PastSearch(
+        run_id=run.info.run_id,
+        run_name=run.info.run_name or "",
+        experiment=experiments.get(run.info.experiment_id, run.info.experiment_id),
+        started=started,
+        status=run.info.status,
+        task=tags.get("autodl.task", ""),
+        metric=metric,
+        cv_score=metrics.get(f"cv_{metric}"),
+        test_score=metrics.get(f"test_{metric}"),
+        final_model=tags.get("autodl.final_model", ""),
+        interrupted=tags.get("autodl.interrupted") == "true",
+        model_uri=tags.get("autodl.registered_model_uri") or tags.get("autodl.model_uri", ""),
+    )
+
+
+def searches_table(searches: list[PastSearch], title: str):
+    """A rich Table of the searches, one row each."""
+    from rich.table import Table
+
+    several = len({s.experiment for s in searches}) > 1
+    table = Table(title=title, title_justify="left")
+    columns = ["started", "run", *(["experiment"] if several else []), "task", "metric"]
+    columns += ["CV score", "test score", "final model", "status", "run id"]
+    for column in columns:
+        table.add_column(column, justify="right" if "score" in column else "left")
+    colors = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}
+    for s in searches:
+        color = colors.get(s.status, "white")
+        table.add_row(
+            s.started.strftime("%Y-%m-%d %H:%M") if s.started else "",
+            s.run_name,
+            *([s.experiment] if several else []),
+            s.task,
+            s.metric,
+            _number(s.cv_score),
+            _number(s.test_score),
+            s.final_model,
+            f"[{color}]{s.state}[/]",
+            s.run_id,
+        )
+    return table
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _redact(uri: str) -> str:
+    from autodl.tracking.base import redact
+
+    return redact(uri) or ""
