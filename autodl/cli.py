@@ -5,6 +5,7 @@ Heavy libraries are imported inside the commands so `autodl --help` stays fast.
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 import traceback
@@ -165,9 +166,14 @@ def search(
     from autodl.orchestrate import run_search
     from autodl.report import RichReporter
 
+    signal.signal(signal.SIGTERM, _interrupt)  # a polite kill stops like Ctrl-C: work is kept
     result = run_search(config, data, reporter=RichReporter(), tracker=make_tracker(config))
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _parse_baselines(text: str | None) -> tuple[str, ...] | None:
