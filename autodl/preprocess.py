@@ -15,7 +15,7 @@ from autodl.data.profile import TableProfile
 MISSING_LABEL = "__missing__"
 MIN_CATEGORY_FREQUENCY = 5
 MAX_ONEHOT_CATEGORIES = 32
-STYLES = ("dense", "tree")
+STYLES = ("dense", "tree", "embedding")
 
 
 class ToNumbers(BaseEstimator, TransformerMixin):
@@ -82,6 +82,20 @@ class DatetimeFeatures(BaseEstimator, TransformerMixin):
         return np.asarray([f"{name}_{part}" for name in names for part in self.PARTS], dtype=object)
 
 
+class ShiftCodes(BaseEstimator, TransformerMixin):
+    """Ordinal codes + 1, so code 0 means an unseen or unknown category (an embedding row of its own)."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=float) + 1.0
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray(input_features, dtype=object)
+
+
 def _to_float(values: pd.Series) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return values.to_numpy(dtype=float, na_value=np.nan)
@@ -93,34 +107,14 @@ def build_preprocessor(profile: TableProfile, style: str = "dense") -> ColumnTra
     """A ColumnTransformer for the modeled columns of `profile`.
 
     "dense" (neural networks, linear models, kernels): impute, standardize, one-hot encode
-    (rare and unseen categories grouped). "tree": numbers kept with their missing values,
-    categories ordinal-encoded, unseen categories as missing.
+    (rare and unseen categories grouped). "embedding": the same for numbers, categories as
+    integer codes placed last (0 = unseen) for embedding layers. "tree": numbers kept with
+    their missing values, categories ordinal-encoded, unseen categories as missing.
     """
-    numeric = profile.names("numeric")
-    categorical = profile.names("categorical")
-    datetime = profile.names("datetime")
-    if style == "dense":
-        numbers = make_pipeline(
-            ToNumbers(),
-            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-            StandardScaler(),
-        )
-        labels = make_pipeline(
-            ToLabels(),
-            OneHotEncoder(
-                handle_unknown="infrequent_if_exist",
-                min_frequency=MIN_CATEGORY_FREQUENCY,
-                max_categories=MAX_ONEHOT_CATEGORIES,
-                sparse_output=False,
-            ),
-        )
-        dates = make_pipeline(
-            DatetimeFeatures(),
-            SimpleImputer(strategy="median", keep_empty_features=True),
-            StandardScaler(),
-        )
-    elif style == "tree":
-        numbers = ToNumbers()
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if style == "tree":
+        numbers, dates = ToNumbers(), DatetimeFeatures()
         labels = make_pipeline(
             ToLabels(),
             OrdinalEncoder(
@@ -130,19 +124,46 @@ def build_preprocessor(profile: TableProfile, style: str = "dense") -> ColumnTra
                 max_categories=255,
             ),
         )
-        dates = DatetimeFeatures()
     else:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-    parts = [
-        (name, transformer, columns)
-        for name, transformer, columns in (
-            ("numeric", numbers, numeric),
-            ("categorical", labels, categorical),
-            ("datetime", dates, datetime),
+        numbers = make_pipeline(
+            ToNumbers(),
+            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            StandardScaler(),
         )
-        if columns
-    ]
+        dates = make_pipeline(
+            DatetimeFeatures(), SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()
+        )
+        if style == "dense":
+            encoder = OneHotEncoder(
+                handle_unknown="infrequent_if_exist",
+                min_frequency=MIN_CATEGORY_FREQUENCY,
+                max_categories=MAX_ONEHOT_CATEGORIES,
+                sparse_output=False,
+            )
+            labels = make_pipeline(ToLabels(), encoder)
+        else:
+            encoder = OrdinalEncoder(
+                handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=MIN_CATEGORY_FREQUENCY
+            )
+            labels = make_pipeline(ToLabels(), encoder, ShiftCodes())
+    columns = {kind: profile.names(kind) for kind in ("numeric", "categorical", "datetime")}
+    transformers = {"numeric": numbers, "categorical": labels, "datetime": dates}
+    # Category codes come last, so an embedding network can split them off the numeric block.
+    order = (
+        ("numeric", "datetime", "categorical")
+        if style == "embedding"
+        else ("numeric", "categorical", "datetime")
+    )
+    parts = [(kind, transformers[kind], columns[kind]) for kind in order if columns[kind]]
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+
+
+def category_cardinalities(preprocessor: ColumnTransformer) -> list[int]:
+    """For a fitted "embedding" preprocessor: an upper bound of the codes per categorical column."""
+    if "categorical" not in preprocessor.named_transformers_:
+        return []
+    encoder = preprocessor.named_transformers_["categorical"].named_steps["ordinalencoder"]
+    return [len(categories) + 1 for categories in encoder.categories_]  # + code 0 for unseen
 
 
 def tree_categorical_mask(profile: TableProfile) -> list[bool]:

@@ -36,13 +36,52 @@ PINNED = (
 
 
 class AutodlPyfunc(mlflow.pyfunc.PythonModel):
-    """Takes raw dataframe rows; returns `prediction` (and `proba_<class>` for classification)."""
+    """Takes raw dataframe rows; returns `prediction` (and `proba_<class>` for classification).
+
+    The signature declares every column (optional, of any type) so that MLflow's schema
+    enforcement never refuses raw rows: pandas reads a whole-number column of a CSV as int64, an
+    all-empty column as float64, and either may hold a training column of the other kind. The
+    column kinds seen in training travel in the model config (`column_types`), and predict()
+    coerces each column to its kind, naming the column when a value does not fit.
+    """
 
     def load_context(self, context) -> None:
         self.model = TabularModel.load(context.artifacts["model"])
+        self.column_types = dict((getattr(context, "model_config", None) or {}).get("column_types", {}))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.model.predict_frame(pd.DataFrame(model_input))
+        frame = coerce_columns(pd.DataFrame(model_input), getattr(self, "column_types", {}))
+        return self.model.predict_frame(frame)
+
+
+def coerce_columns(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFrame:
+    """Each column as the kind it had in training: numbers as floats, text as objects."""
+    out = frame.copy()
+    for column, kind in column_types.items():
+        if column not in out.columns:
+            continue
+        values = out[column]
+        if kind in ("double", "float", "long", "integer"):
+            if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+                try:
+                    values = pd.to_numeric(values.where(values.notna(), None), errors="raise")
+                except (TypeError, ValueError) as error:
+                    raise DataError(
+                        f"column {column!r} holds values that are not numbers ({error})",
+                        f"give {column!r} numbers (or empty cells), as in training",
+                    ) from None
+            out[column] = values.astype("float64")
+        elif kind == "string":
+            text = [v if isinstance(v, str) or pd.isna(v) else _text(v) for v in values.astype(object)]
+            out[column] = pd.Series(text, index=values.index, dtype=object)
+    return out
+
+
+def _text(value) -> str:
+    """A number read from a text column: 3.0 back to '3', as the training text had it."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def pinned_requirements() -> list[str]:
@@ -62,19 +101,23 @@ def log_pyfunc_model(model_dir: Path, input_example: pd.DataFrame):
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
     model = TabularModel.load(model_dir)
     example = _signature_frame(input_example.head(5))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's integer-column hint; handled above
         signature = infer_signature(example, model.predict_frame(example))
-    # Any column may be missing in a row at prediction time, as it may be in training.
-    signature.inputs = Schema([ColSpec(c.type, c.name, required=False) for c in signature.inputs.inputs])
+    column_types = {c.name: getattr(c.type, "name", str(c.type)) for c in signature.inputs.inputs}
+    # Any column may be missing in a row at prediction time, as it may be in training, and is
+    # declared of any type: predict() coerces it (see AutodlPyfunc).
+    signature.inputs = Schema([ColSpec(AnyType(), c.name, required=False) for c in signature.inputs.inputs])
     package_dir = Path(__file__).resolve().parent
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(package_dir / "mlflow_model.py"),
         artifacts={"model": str(model_dir)},
+        model_config={"column_types": column_types},
         signature=signature,
         input_example=example,
         pip_requirements=pinned_requirements(),

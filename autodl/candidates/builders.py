@@ -18,8 +18,19 @@ def layer_dropouts(params: dict[str, Any]) -> list[float]:
     return [float(params.get(f"dropout_{i}", params.get("dropout", 0.0))) for i in range(n_layers)]
 
 
-def build_mlp(params: dict[str, Any], n_inputs: int, task: str, n_classes: int, prefix: str = ""):
-    """An uncompiled Keras MLP for `task` with `n_inputs` features; `prefix` keeps layer names unique."""
+def build_mlp(
+    params: dict[str, Any],
+    n_inputs: int,
+    task: str,
+    n_classes: int,
+    prefix: str = "",
+    cardinalities: tuple[int, ...] = (),
+):
+    """An uncompiled Keras MLP for `task` with `n_inputs` features; `prefix` keeps layer names unique.
+
+    With `cardinalities`, the last len(cardinalities) inputs are category codes, each fed
+    through its own learned embedding (entity embeddings) before the dense layers.
+    """
     import keras
     from keras import layers, regularizers
 
@@ -27,7 +38,11 @@ def build_mlp(params: dict[str, Any], n_inputs: int, task: str, n_classes: int, 
     regularizer = regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
     activation = params.get("activation", "relu")
     inputs = keras.Input(shape=(n_inputs,), name=f"{prefix}features")
-    x = inputs
+    x = (
+        _embed(inputs, n_inputs, cardinalities, int(params.get("embedding_size", 8)), prefix)
+        if cardinalities
+        else inputs
+    )
     for i, (units, dropout) in enumerate(zip(layer_widths(params), layer_dropouts(params), strict=True)):
         x = layers.Dense(units, kernel_regularizer=regularizer, name=f"{prefix}dense_{i}")(x)
         if params.get("batch_norm", False):
@@ -38,6 +53,19 @@ def build_mlp(params: dict[str, Any], n_inputs: int, task: str, n_classes: int, 
     units, output_activation = OUTPUTS.get(task, (n_classes, "softmax"))
     outputs = layers.Dense(units, activation=output_activation, name=f"{prefix}output")(x)
     return keras.Model(inputs, outputs, name=f"{prefix}mlp")
+
+
+def _embed(inputs, n_inputs: int, cardinalities: tuple[int, ...], size: int, prefix: str):
+    """Numeric block + one embedding per category-code column, concatenated."""
+    from keras import layers, ops
+
+    n_numeric = n_inputs - len(cardinalities)
+    pieces = [inputs[:, :n_numeric]] if n_numeric else []
+    for j, cardinality in enumerate(cardinalities):
+        codes = ops.cast(inputs[:, n_numeric + j], "int32")
+        width = max(1, min(size, (cardinality + 1) // 2))  # small vocabularies need few dimensions
+        pieces.append(layers.Embedding(cardinality, width, name=f"{prefix}embedding_{j}")(codes))
+    return layers.Concatenate(name=f"{prefix}features_embedded")(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def build_optimizer(params: dict[str, Any], steps_per_epoch: int, max_epochs: int):

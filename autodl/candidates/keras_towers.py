@@ -21,7 +21,7 @@ from autodl.candidates.base import predict_scores
 from autodl.candidates.builders import build_mlp, build_optimizer, loss_for
 from autodl.candidates.keras_model import KerasTabularModel, TrainingDiverged, _deadline_callback, inner_split
 from autodl.metrics import Metric
-from autodl.preprocess import build_preprocessor
+from autodl.preprocess import build_preprocessor, category_cardinalities
 from autodl.runtime import import_keras
 from autodl.search.cv import CVResult, DeadlineReached, DevData
 
@@ -50,6 +50,7 @@ def cross_validate_towers(
     seed: int,
     deadline: float | None = None,
     after_epoch: Callable[[int, float], None] | None = None,
+    builder: str = "mlp",
 ) -> CVResult:
     """Cross-validate the network `params` on `data.folds` with one k-tower model.
 
@@ -62,12 +63,12 @@ def cross_validate_towers(
     max_epochs, patience = int(fixed["max_epochs"]), int(fixed["patience"])
     fraction = float(fixed["validation_fraction"])
 
-    preprocessors, inputs, targets, weights, valid_rows, scales = [], [], [], [], [], []
+    style = "embedding" if builder == "mlp_embeddings" else "dense"
+    preprocessors, inputs, targets, weights, valid_rows, scales, cardinalities = [], [], [], [], [], [], []
     for fold in folds:
-        pre = build_preprocessor(data.profile, "dense").fit(
-            data.features.iloc[fold.train], data.y[fold.train]
-        )
+        pre = build_preprocessor(data.profile, style).fit(data.features.iloc[fold.train], data.y[fold.train])
         preprocessors.append(pre)
+        cardinalities.append(tuple(category_cardinalities(pre)) if style == "embedding" else ())
         inputs.append(np.asarray(pre.transform(data.features), dtype=np.float32))
         train_pos, valid_pos = inner_split(data.y[fold.train], task=task, fraction=fraction, seed=seed)
         weight = np.zeros(len(data.y), dtype=np.float32)
@@ -84,7 +85,8 @@ def cross_validate_towers(
             targets.append(data.y.astype(np.int64))
 
     towers = [
-        build_mlp(params, x.shape[1], task, n_classes, prefix=f"fold{i}_") for i, x in enumerate(inputs)
+        build_mlp(params, x.shape[1], task, n_classes, prefix=f"fold{i}_", cardinalities=cardinalities[i])
+        for i, x in enumerate(inputs)
     ]
     combined = keras.Model([t.inputs[0] for t in towers], [t.outputs[0] for t in towers], name="fold_towers")
     share = float(np.mean([w.mean() for w in weights]))  # rows each tower trains on, per batch row

@@ -92,7 +92,7 @@ def open_study(
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # autodl reports trial failures itself
     storage = JournalStorage(JournalFileBackend(str(storage_path)))
     study = optuna.create_study(
         study_name=study_name,
@@ -154,7 +154,14 @@ class SpaceTrials:
             report(epoch, -sign * mean_val_loss, f"validation loss {mean_val_loss:.4f} at epoch {epoch + 1}")
 
         return cross_validate_towers(
-            params, self.fixed, data, metric, seed=seed, deadline=deadline, after_epoch=after_epoch
+            params,
+            self.fixed,
+            data,
+            metric,
+            seed=seed,
+            deadline=deadline,
+            after_epoch=after_epoch,
+            builder=self.space.builder,
         )
 
 

@@ -17,24 +17,24 @@ TOP_KEYS = ("name", "description", "builder", "params", "fixed", "defaults", "po
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "per_layer", "when")
 TYPES = ("int", "float", "categorical")
 FIXED_KEYS = ("max_epochs", "patience", "validation_fraction")
-BUILDER_PARAMS = {
-    "mlp": (
-        "n_layers",
-        "units",
-        "activation",
-        "dropout",
-        "l1",
-        "l2",
-        "batch_norm",
-        "optimizer",
-        "weight_decay",
-        "momentum",
-        "nesterov",
-        "learning_rate",
-        "lr_schedule",
-        "batch_size",
-    ),
-}
+MLP_PARAMS = (
+    "n_layers",
+    "units",
+    "activation",
+    "dropout",
+    "l1",
+    "l2",
+    "batch_norm",
+    "optimizer",
+    "weight_decay",
+    "momentum",
+    "nesterov",
+    "learning_rate",
+    "lr_schedule",
+    "batch_size",
+)
+# builder -> the parameters it understands; mlp_embeddings feeds categories through embeddings.
+BUILDER_PARAMS = {"mlp": MLP_PARAMS, "mlp_embeddings": (*MLP_PARAMS, "embedding_size")}
 FIXED_DEFAULTS = {"max_epochs": 200, "patience": 12, "validation_fraction": 0.15}
 
 
