@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from autodl import cli
 from autodl.errors import ConfigError
 from autodl.spaces import SearchSpace, list_spaces, load_space
+from autodl.spaces.schema import BUILDER_PARAMS
 from autodl.spaces.suggest import defaults_point, suggest_params
 
 SHIPPED = sorted(list_spaces())
@@ -59,7 +60,7 @@ def test_shipped_space_loads_and_defaults_are_in_range(name):
     space = load_space(name)
     assert isinstance(space, SearchSpace)
     assert space.name == name
-    assert space.params and space.builder == "mlp"
+    assert space.params and space.builder in BUILDER_PARAMS
     assert {"max_epochs", "patience", "validation_fraction"} <= set(space.fixed)
     by_name = {param.name: param for param in space.params}
     point = defaults_point(space)
