@@ -29,12 +29,12 @@ from autodl.metrics import DEFAULT_METRIC, Metric, resolve_metric, score_all
 from autodl.model import Member, TabularModel
 from autodl.pool import CandidatePool
 from autodl.result import CandidateOutcome, SearchResult
-from autodl.search.cv import CVResult, DevData, cross_validate
-from autodl.search.sources import trial_source
 from autodl.spaces.schema import SearchSpace
 from autodl.split import Holdout, holdout_split, make_folds
 from autodl.store import RunStore
 from autodl.tracking.base import NullTracker, Tracker
+from autodl.tuning.cv import CVResult, DevData, cross_validate
+from autodl.tuning.sources import trial_source
 
 BASELINE_SHARE = 0.4
 RESUME_KEYS = ("target", "task", "metric", "test_size", "folds", "repeats", "seed", "space", "drop_columns")
@@ -293,8 +293,8 @@ def _run_keras(config, prepared: Prepared, record, adopt, reporter, output_dir: 
 
     `record` takes the main process's finished trials; `adopt` those the workers finished.
     """
-    from autodl.search.capacity import check_capacity
-    from autodl.search.engine import Budget, enqueue_warm_start, open_study, run_keras_search
+    from autodl.tuning.capacity import check_capacity
+    from autodl.tuning.engine import Budget, enqueue_warm_start, open_study, run_keras_search
 
     if deadline is not None and deadline - time.monotonic() <= 1:
         return "time limit reached before the Keras search"
@@ -357,7 +357,7 @@ def _run_keras(config, prepared: Prepared, record, adopt, reporter, output_dir: 
 def _start_workers(config: SearchConfig, prepared: Prepared, output_dir: Path, deadline):
     if config.workers <= 1:
         return None
-    from autodl.search.workers import WorkerPayload, Workers
+    from autodl.tuning.workers import WorkerPayload, Workers
 
     payloads = [
         WorkerPayload(i, config, prepared.dev, prepared.metric.name, output_dir, deadline)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from autodl.metrics import Metric
-from autodl.search.cv import CVResult
 from autodl.store import RunStore
+from autodl.tuning.cv import CVResult
 
 KEEP_KERAS_MODELS = 8
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from autodl.model import load_pipelines, save_pipelines
 from autodl.result import CandidateOutcome
-from autodl.search.cv import CVResult
+from autodl.tuning.cv import CVResult
 
 MANIFEST = "search.json"
 OUTCOMES = "outcomes.jsonl"

@@ -23,7 +23,7 @@ from autodl.candidates.keras_model import KerasTabularModel, TrainingDiverged, _
 from autodl.metrics import Metric
 from autodl.preprocess import build_preprocessor, category_cardinalities
 from autodl.runtime import import_keras
-from autodl.search.cv import CVResult, DeadlineReached, DevData
+from autodl.tuning.cv import CVResult, DeadlineReached, DevData
 
 EVAL_CHUNK = 16384
 MIN_STEPS_PER_EPOCH = 16

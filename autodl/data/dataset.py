@@ -56,10 +56,20 @@ def build_dataset(
             f"no rows left: every value of the target '{target}' is missing",
             "check --target; the target column must hold values",
         )
+    needed = _rows_needed(folds, test_size)
+    if len(frame) < needed:
+        dropped = f" ({int(missing.sum())} more have no target value)" if missing.any() else ""
+        raise DataError(
+            f"the table has only {len(frame)} row(s) with a value of the target '{target}'{dropped}, but "
+            f"{folds}-fold CV with a {test_size:.0%} test split needs at least {needed}",
+            "add data rows (a search needs dozens at least)"
+            + (", or lower --folds" if folds > 2 else "")
+            + (", or pass --test-size 0" if test_size > 0 else ""),
+        )
     target_values = frame[target]
     if target_values.nunique() < 2:
         raise DataError(
-            f"the target '{target}' is constant (every row is {target_values.iloc[0]!r}); there is nothing to learn",
+            f"the target '{target}' is constant (every row is {_shown(target_values.iloc[0])}); there is nothing to learn",
             "check --target, or add rows of the other outcomes",
         )
     task_info = detect_task(target_values, task)
@@ -95,14 +105,37 @@ def _require_column(frame: pd.DataFrame, name: str, what: str, flag: str) -> Non
     )
 
 
+def _rows_needed(folds: int, test_size: float) -> int:
+    """Rows (of each class, for classification) that a test split and `folds`-fold CV need."""
+    return max(2, math.ceil(folds / (1 - test_size))) if test_size > 0 else folds
+
+
+def _shown(value) -> str:
+    """A value as the user wrote it: 3.5, not np.float64(3.5)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _check_class_sizes(labels: pd.Series, folds: int, test_size: float, target: str) -> None:
     counts = labels.value_counts()
-    needed = max(2, math.ceil(folds / (1 - test_size))) if test_size > 0 else folds
-    smallest = counts.idxmin()
-    if counts.min() < needed:
+    if counts.max() == 1:
         raise DataError(
-            f"class {smallest!r} of '{target}' has {counts.min()} rows, but {folds}-fold CV with a "
+            f"every value of the target '{target}' occurs in one row only ({len(counts)} classes of one "
+            "row each), so no class can be learned",
+            "check --target: a class needs several rows (this column looks like an identifier or free text)",
+        )
+    needed = _rows_needed(folds, test_size)
+    smallest = counts.idxmin()
+    fewest = int(counts.min())
+    if fewest < needed:
+        fits = [k for k in range(folds - 1, 1, -1) if _rows_needed(k, test_size) <= fewest]
+        if fits:
+            lower = f"lower --folds (e.g. --folds {fits[0]}), "
+        elif fewest >= 2 and test_size > 0:
+            lower = "pass --folds 2 --test-size 0, "
+        else:
+            lower = ""
+        raise DataError(
+            f"class {_shown(smallest)} of '{target}' has {fewest} rows, but {folds}-fold CV with a "
             f"{test_size:.0%} test split needs at least {needed} rows of every class",
-            f"lower --folds (e.g. --folds {max(2, min(folds - 1, counts.min() - 1))}), add rows of class "
-            f"{smallest!r}, or remove that class",
+            f"{lower}add rows of class {_shown(smallest)}, or remove that class",
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +16,7 @@ from autodl.errors import DataError
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SNIFF_BYTES = 64 * 1024
 DELIMITERS = ",;\t|"
+MANGLED = re.compile(r"\.\d+$")  # how pandas renames a repeated column name
 
 
 def read_table(path: str | Path, *, delimiter: str | None = None, encoding: str = "utf-8") -> pd.DataFrame:
@@ -65,6 +68,7 @@ def _read_csv(path: Path, *, delimiter: str | None, encoding: str) -> pd.DataFra
             f"cannot parse {path} as CSV with delimiter {sep!r} ({_first_line(error)})",
             "check the file, or pass the delimiter with --delimiter ';'",
         ) from error
+    _check_duplicate_names(path, frame, sep=sep, encoding=text_encoding)
     if frame.shape[1] == 1 and delimiter is None:
         header = str(frame.columns[0])
         other = [d for d in DELIMITERS if d != sep and d in header]
@@ -74,6 +78,27 @@ def _read_csv(path: Path, *, delimiter: str | None, encoding: str) -> pd.DataFra
                 f"pass --delimiter {other[0]!r}",
             )
     return _require_rows(frame, path)
+
+
+def _check_duplicate_names(path: Path, frame: pd.DataFrame, *, sep: str, encoding: str) -> None:
+    """DataError when the header repeats a column name (pandas would silently rename 'a' to 'a.1')."""
+    if len(sep) != 1 or not any(MANGLED.search(str(column)) for column in frame.columns):
+        return  # pandas names every copy after the first 'name.N': without one there is no duplicate
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding=encoding, newline="") as handle:
+            header = next((row for row in csv.reader(handle, delimiter=sep) if row), [])
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error):
+        return  # pandas read the file; a header the csv module cannot read is left to pandas
+    counts = Counter(name for name in header if name.strip())
+    repeated = [name for name, count in counts.items() if count > 1]
+    if repeated:
+        first = repeated[0]
+        shown = ", ".join(f"{name!r} ({counts[name]} times)" for name in repeated[:5])
+        raise DataError(
+            f"the header of {path} repeats column name(s) {shown}",
+            f"rename the copies so that every column name is unique (e.g. '{first}_2')",
+        )
 
 
 def _read_head(path: Path) -> bytes:
@@ -124,6 +149,12 @@ def _require_rows(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
             f"{path} has a header but no data rows", "pass a file with data rows under the header"
         )
     frame.columns = [str(column) for column in frame.columns]
+    repeated = sorted(name for name, count in Counter(frame.columns).items() if count > 1)
+    if repeated:  # a Parquet file may hold the same name twice, or both 1 and '1'
+        raise DataError(
+            f"{path} has more than one column named {', '.join(repr(name) for name in repeated[:5])}",
+            f"rename the copies so that every column name is unique (e.g. '{repeated[0]}_2')",
+        )
     return frame
 
 

@@ -26,7 +26,7 @@ from autodl.errors import ConfigError
 from autodl.metrics import Metric
 from autodl.preprocess import build_preprocessor
 from autodl.runtime import import_keras
-from autodl.search.cv import CVResult, DeadlineReached, DevData
+from autodl.tuning.cv import CVResult, DeadlineReached, DevData
 
 LOSSES = {
     "binary": "binary_crossentropy",

@@ -235,7 +235,9 @@ class MlflowTracker:
             self._parent, "autodl.stop_reason", str(result.decisions.get("stop_reason", ""))[:5000]
         )
         leaderboard = result.leaderboard
-        self._client.log_table(self._parent, data=leaderboard, artifact_file="leaderboard.json")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # MLflow's integer-column schema hint
+            self._client.log_table(self._parent, data=leaderboard, artifact_file="leaderboard.json")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "leaderboard.csv"
             leaderboard.to_csv(path, index=False)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from autodl.config import SearchConfig
 from autodl.result import CandidateOutcome
-from autodl.search.cv import DevData
 from autodl.store import read_outcomes
+from autodl.tuning.cv import DevData
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,9 @@ def worker_main(payload: WorkerPayload) -> None:
     runtime.configure(threads=1)
     from autodl.metrics import resolve_metric
     from autodl.pool import CandidatePool
-    from autodl.search.engine import Budget, open_study, run_keras_search
-    from autodl.search.sources import trial_source
     from autodl.store import RunStore
+    from autodl.tuning.engine import Budget, open_study, run_keras_search
+    from autodl.tuning.sources import trial_source
 
     config = payload.config
     metric = resolve_metric(payload.data.task, payload.metric_name)

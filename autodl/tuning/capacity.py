@@ -17,8 +17,8 @@ import numpy as np
 from autodl.candidates.builders import build_mlp, build_optimizer, loss_for
 from autodl.preprocess import build_preprocessor
 from autodl.runtime import import_keras
-from autodl.search.cv import DevData
 from autodl.spaces.schema import SearchSpace
+from autodl.tuning.cv import DevData
 
 SAMPLE_ROWS = 256
 MAX_EPOCHS = 150

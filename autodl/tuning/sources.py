@@ -12,7 +12,7 @@ def trial_source(config: SearchConfig) -> tuple[SearchSpace | None, object]:
         from autodl.spaces.kt_adapter import HyperModelTrials
 
         return None, HyperModelTrials(config.space, max_epochs=config.max_epochs or 100)
-    from autodl.search.engine import SpaceTrials
+    from autodl.tuning.engine import SpaceTrials
 
     space = load_space(config.space)
     return space, SpaceTrials(space, config.max_epochs)

@@ -15,9 +15,9 @@ from autodl.errors import ConfigError
 from autodl.metrics import Metric
 from autodl.result import CandidateOutcome
 from autodl.runtime import import_keras
-from autodl.search.cv import CVResult, DeadlineReached, DevData
 from autodl.spaces.schema import SearchSpace
 from autodl.spaces.suggest import suggest_params, warm_start_points
+from autodl.tuning.cv import CVResult, DeadlineReached, DevData
 
 MAX_CONSECUTIVE_FAILURES = 5
 
