@@ -21,6 +21,8 @@ from autodl.errors import ConfigError, did_you_mean
 from autodl.preprocess import tree_categorical_mask
 
 SVM_MAX_ROWS = 5000
+FOREST_FULL_ROWS = 20_000
+FOREST_SAMPLE_ROWS = 50_000
 
 
 def _hgb(classification: bool, seed: int, **params):
@@ -33,9 +35,23 @@ def _hgb(classification: bool, seed: int, **params):
     return make
 
 
-def baseline_candidates(task: str, n_rows: int, seed: int, n_jobs: int = 1) -> list[Candidate]:
-    """All baselines that suit the task and the data size, cheapest first."""
+def forest_settings(n_rows: int, n_jobs: int) -> dict:
+    """Forests sized to the data: fewer trees, each on a subsample, once rows are many."""
+    return {
+        "n_estimators": 300 if n_rows <= FOREST_FULL_ROWS else 100,
+        "min_samples_leaf": 2,
+        "max_samples": None if n_rows <= FOREST_FULL_ROWS else min(1.0, FOREST_SAMPLE_ROWS / n_rows),
+        "n_jobs": n_jobs,
+    }
+
+
+def baseline_candidates(task: str, n_rows: int, seed: int, n_jobs: int = -1) -> list[Candidate]:
+    """All baselines that suit the task and the data size, cheapest first.
+
+    Baselines run before any worker process starts, so forests use every core by default.
+    """
     clf = task != "regression"
+    forest = forest_settings(n_rows, n_jobs)
     candidates = [
         Candidate(
             "dummy",
@@ -80,26 +96,21 @@ def baseline_candidates(task: str, n_rows: int, seed: int, n_jobs: int = 1) -> l
             "baseline",
             "tree",
             lambda p: (RandomForestClassifier if clf else RandomForestRegressor)(
-                n_estimators=300,
-                min_samples_leaf=2,
-                max_features="sqrt" if clf else 0.5,
-                n_jobs=n_jobs,
-                random_state=seed,
+                max_features="sqrt" if clf else 0.5, **forest, random_state=seed
             ),
-            {"n_estimators": 300, "min_samples_leaf": 2},
+            {**forest, "max_features": "sqrt" if clf else 0.5},
         ),
         Candidate(
             "extra_trees",
             "baseline",
             "tree",
             lambda p: (ExtraTreesClassifier if clf else ExtraTreesRegressor)(
-                n_estimators=300,
-                min_samples_leaf=2,
                 max_features="sqrt" if clf else 0.7,
-                n_jobs=n_jobs,
+                bootstrap=forest["max_samples"] is not None,
+                **forest,
                 random_state=seed,
             ),
-            {"n_estimators": 300, "min_samples_leaf": 2},
+            {**forest, "max_features": "sqrt" if clf else 0.7},
         ),
     ]
     if n_rows <= SVM_MAX_ROWS:
