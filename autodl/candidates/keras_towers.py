@@ -17,13 +17,12 @@ from typing import Any
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from autodl.candidates.base import predict_scores
 from autodl.candidates.builders import build_mlp, build_optimizer, loss_for
 from autodl.candidates.keras_model import KerasTabularModel, TrainingDiverged, _deadline_callback, inner_split
 from autodl.metrics import Metric
 from autodl.preprocess import build_preprocessor, category_cardinalities
 from autodl.runtime import import_keras
-from autodl.tuning.cv import CVResult, DeadlineReached, DevData
+from autodl.tuning.cv import CVResult, DeadlineReached, DevData, FoldCollector
 
 EVAL_CHUNK = 16384
 MIN_STEPS_PER_EPOCH = 16
@@ -115,16 +114,22 @@ def cross_validate_towers(
                 monitor="towers_val_loss", mode="min", factor=0.3, patience=max(2, patience // 3)
             )
         )
+    fit_x = [np.tile(x, (passes, 1)) for x in inputs]
+    fit_y = [np.tile(t, passes) for t in targets]
+    fit_weights = [np.tile(w, passes) for w in weights]
+    fit_started = time.perf_counter()
     history = combined.fit(
-        [np.tile(x, (passes, 1)) for x in inputs],
-        [np.tile(t, passes) for t in targets],
-        sample_weight=[np.tile(w, passes) for w in weights],
+        fit_x,
+        fit_y,
+        sample_weight=fit_weights,
         epochs=max_epochs,
         batch_size=batch_size,
         callbacks=callbacks,
         verbose=0,
         shuffle=True,
     )
+    train_seconds = time.perf_counter() - fit_started  # inside combined.fit: the training proper
+    del fit_x, fit_y, fit_weights
     losses = history.history.get("loss", [])
     if not losses or not all(math.isfinite(v) for v in losses):
         raise TrainingDiverged(f"training loss became {losses[-1] if losses else 'undefined'}")
@@ -132,9 +137,7 @@ def cross_validate_towers(
         raise DeadlineReached(f"time limit reached after epoch {len(losses)} of the fold towers")
     monitor.restore_best()
 
-    shape = (len(data.y), n_classes) if n_classes else (len(data.y),)
-    oof_sum, oof_count = np.zeros(shape), np.zeros(len(data.y))
-    scores, models, details = [], [], []
+    collected = FoldCollector(data, metric, started)
     for i, fold in enumerate(folds):
         tower = keras.Model(towers[i].inputs[0], towers[i].outputs[0], name=f"mlp_fold{i}")
         tower_history = {
@@ -158,21 +161,18 @@ def cross_validate_towers(
             seed=seed,
         )
         pipeline = Pipeline([("preprocess", preprocessors[i]), ("model", estimator)])
-        prediction = predict_scores(pipeline, data.features.iloc[fold.valid], n_classes)
-        scores.append(metric(data.y[fold.valid], prediction))
-        oof_sum[fold.valid] += prediction
-        oof_count[fold.valid] += 1
-        models.append(pipeline)
-        details.append(
+        collected.add(
+            fold,
+            pipeline,
             {
                 "history": tower_history,
                 "best_epoch": monitor.best_epoch[i] + 1,
                 "epochs": len(losses),
                 "n_parameters": estimator.n_parameters_,
-            }
+                "train_seconds": train_seconds,
+            },
         )
-    oof = oof_sum / np.maximum(oof_count, 1).reshape(-1, *([1] * (oof_sum.ndim - 1)))
-    return CVResult(scores, oof, models, time.perf_counter() - started, details)
+    return collected.result()
 
 
 def _tower_monitor(keras, *args):

@@ -13,20 +13,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from autodl.candidates.base import predict_scores
 from autodl.candidates.keras_model import KerasTabularModel, TrainingDiverged, _deadline_callback, inner_split
 from autodl.errors import ConfigError
 from autodl.metrics import Metric
 from autodl.preprocess import build_preprocessor
 from autodl.runtime import import_keras
-from autodl.tuning.cv import CVResult, DeadlineReached, DevData
+from autodl.tuning.cv import CVResult, DeadlineReached, DevData, FoldCollector
 
 LOSSES = {
     "binary": "binary_crossentropy",
@@ -134,10 +132,7 @@ class HyperModelTrials:
         self, trial, data: DevData, metric: Metric, *, seed: int, deadline: float | None, report
     ) -> CVResult:
         keras = import_keras()
-        started = time.perf_counter()
-        shape = (len(data.y), data.n_classes) if data.n_classes else (len(data.y),)
-        oof_sum, oof_count = np.zeros(shape), np.zeros(len(data.y))
-        scores, models, details = [], [], []
+        collected = FoldCollector(data, metric)
         for fold in data.folds:
             keras.utils.set_random_seed(seed)
             pre = build_preprocessor(data.profile, "dense").fit(
@@ -187,19 +182,11 @@ class HyperModelTrials:
                 seed=seed,
             )
             pipeline = Pipeline([("preprocess", pre), ("model", estimator)])
-            prediction = predict_scores(pipeline, data.features.iloc[fold.valid], data.n_classes)
-            scores.append(metric(data.y[fold.valid], prediction))
-            oof_sum[fold.valid] += prediction
-            oof_count[fold.valid] += 1
-            models.append(pipeline)
-            details.append(
-                {
-                    "history": estimator.history_,
-                    "epochs": len(losses),
-                    "n_parameters": estimator.n_parameters_,
-                }
-            )
-            running = float(np.mean(scores))
+            detail = {
+                "history": estimator.history_,
+                "epochs": len(losses),
+                "n_parameters": estimator.n_parameters_,
+            }
+            running = collected.add(fold, pipeline, detail)
             report(fold.index, running, f"running mean {running:.4f} after fold {fold.index + 1}")
-        oof = oof_sum / np.maximum(oof_count, 1).reshape(-1, *([1] * (oof_sum.ndim - 1)))
-        return CVResult(scores, oof, models, time.perf_counter() - started, details)
+        return collected.result()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,37 +50,47 @@ class DevData:
     n_classes: int
 
 
-def cross_validate(
-    candidate: Candidate,
-    data: DevData,
-    metric: Metric,
-    *,
-    after_fold: Callable[[int, float], None] | None = None,
-) -> CVResult:
-    """Fit `candidate` on each fold's training rows and score it on the fold's held-out rows.
+class FoldCollector:
+    """Gathers what cross-validation yields: per-fold scores, out-of-fold predictions (averaged
+    over repeats), fold models and their details."""
 
-    `after_fold(i, running_mean)` runs after each fold; it may raise to stop (pruning).
-    """
-    started = time.perf_counter()
-    shape = (len(data.y), data.n_classes) if data.n_classes else (len(data.y),)
-    oof_sum, oof_count = np.zeros(shape), np.zeros(len(data.y))
-    scores, models, details = [], [], []
+    def __init__(self, data: DevData, metric: Metric, started: float | None = None) -> None:
+        self.data, self.metric = data, metric
+        shape = (len(data.y), data.n_classes) if data.n_classes else (len(data.y),)
+        self.oof_sum, self.oof_count = np.zeros(shape), np.zeros(len(data.y))
+        self.scores: list[float] = []
+        self.models: list[Pipeline] = []
+        self.details: list[dict] = []
+        self.started = time.perf_counter() if started is None else started
+
+    def add(self, fold: Fold, pipeline: Pipeline, detail: dict) -> float:
+        """Score `pipeline` on the fold's held-out rows; returns the running mean of fold scores."""
+        prediction = predict_scores(pipeline, self.data.features.iloc[fold.valid], self.data.n_classes)
+        self.scores.append(self.metric(self.data.y[fold.valid], prediction))
+        self.oof_sum[fold.valid] += prediction
+        self.oof_count[fold.valid] += 1
+        self.models.append(pipeline)
+        self.details.append(detail)
+        return float(np.mean(self.scores))
+
+    def result(self) -> CVResult:
+        counts = np.maximum(self.oof_count, 1).reshape(-1, *([1] * (self.oof_sum.ndim - 1)))
+        return CVResult(
+            self.scores, self.oof_sum / counts, self.models, time.perf_counter() - self.started, self.details
+        )
+
+
+def cross_validate(candidate: Candidate, data: DevData, metric: Metric) -> CVResult:
+    """Fit `candidate` on each fold's training rows and score it on the fold's held-out rows."""
+    collected = FoldCollector(data, metric)
     for fold in data.folds:
         pipeline = candidate.make_pipeline(data.profile)
         pipeline.fit(data.features.iloc[fold.train], data.y[fold.train])
         model = pipeline[-1]
         if getattr(model, "stopped_at_deadline_", False):
             raise DeadlineReached(f"time limit reached during fold {fold.index + 1} of {len(data.folds)}")
-        prediction = predict_scores(pipeline, data.features.iloc[fold.valid], data.n_classes)
-        scores.append(metric(data.y[fold.valid], prediction))
-        oof_sum[fold.valid] += prediction
-        oof_count[fold.valid] += 1
-        models.append(pipeline)
-        details.append(_fold_detail(model))
-        if after_fold is not None:
-            after_fold(fold.index, float(np.mean(scores)))
-    counts = oof_count.reshape(-1, *([1] * (oof_sum.ndim - 1)))
-    return CVResult(scores, oof_sum / np.maximum(counts, 1), models, time.perf_counter() - started, details)
+        collected.add(fold, pipeline, _fold_detail(model))
+    return collected.result()
 
 
 def _fold_detail(model) -> dict:
