@@ -280,6 +280,7 @@ def ui(
         str, typer.Option(help="Interface to bind; only change it if you mean to expose the UI.")
     ] = "127.0.0.1",
     workers: Annotated[int, typer.Option(help="Server worker processes (one is plenty for one user).")] = 1,
+    experiment: Annotated[str, typer.Option(help="Experiment to link to directly.")] = "autodl",
 ) -> None:
     """Start the MLflow UI on the store that autodl search uses (bound to 127.0.0.1)."""
     import socket
@@ -315,6 +316,10 @@ def ui(
         err.print(f"[yellow]warning:[/] binding to {host} makes the UI reachable from other machines.")
     shown = f"[{host}]" if ":" in host else host
     console.print(f"MLflow UI for {redact(uri)} at http://{shown}:{port}  (Ctrl-C to stop)", soft_wrap=True)
+    found = _experiment_id(uri, experiment)
+    if found is not None:  # the runs table, in the UI's "Model training" view (its default is GenAI)
+        link = f"http://{shown}:{port}/#/experiments/{found}/runs?workflowType=machine_learning"
+        console.print(f"  searches of experiment '{experiment}': {link}", soft_wrap=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
     command += ["--host", host, "--port", str(port), "--workers", str(max(1, workers))]
     try:
@@ -322,6 +327,17 @@ def ui(
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)
+
+
+def _experiment_id(uri: str, name: str) -> str | None:
+    """The id of experiment `name` in the store at `uri`, or None (missing, or the store unreadable)."""
+    try:
+        from mlflow import MlflowClient
+
+        found = MlflowClient(uri).get_experiment_by_name(name)
+    except Exception:
+        return None
+    return found.experiment_id if found is not None else None
 
 
 def runs(

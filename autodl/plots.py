@@ -29,6 +29,13 @@ class PlotSet:
     figures: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
+    def attempt(self, name: str, draw: Callable[[], Any]) -> None:
+        """Draw one plot; if it cannot be drawn, record why instead of failing."""
+        try:
+            self.figures[name] = draw()
+        except Exception as error:  # a plot is an extra: say why it is missing, never fail the search
+            self.skipped[name] = f"{type(error).__name__}: {error}".splitlines()[0][:250]
+
     def save(self, folder: Path, dpi: int = DPI) -> list[Path]:
         """Write each figure as <name>.png into `folder` and close it; returns the paths."""
         import matplotlib.pyplot as plt
@@ -135,13 +142,13 @@ def _histories(outcome: CandidateOutcome) -> list[dict[str, list[float]]]:
     return [d["history"] for d in outcome.fold_details if d.get("history")]
 
 
-def learning_curves(outcome: CandidateOutcome):
+def learning_curves(outcome: CandidateOutcome, note: str = "loss per epoch"):
     """Training and inner-validation loss per epoch of each fold model of one Keras candidate."""
     histories = _histories(outcome)
     if not histories:
         raise ValueError(f"{outcome.name} has no training history")
     plt = _pyplot()
-    figure, axes = _figure(f"Learning curves of {outcome.name} (best Keras trial)")
+    figure, axes = _figure(f"Learning curves of {outcome.name} ({note})")
     colors = plt.get_cmap("tab10")
     for index, history in enumerate(histories):
         color = colors(index % 10)
@@ -157,6 +164,32 @@ def learning_curves(outcome: CandidateOutcome):
     axes.set_ylabel("loss")
     axes.legend(fontsize=7, ncol=2)
     return figure
+
+
+def fold_scores(outcome: CandidateOutcome, metric: str):
+    """The CV score of each fold model of one candidate, with their mean."""
+    if not outcome.fold_scores:
+        raise ValueError(f"{outcome.name} has no fold scores ({outcome.state})")
+    folds = np.arange(len(outcome.fold_scores))
+    figure, axes = _figure(f"CV {metric} per fold of {outcome.name}")
+    axes.bar(folds, outcome.fold_scores, color="tab:blue", alpha=0.8)
+    axes.axhline(outcome.mean, color="tab:red", label=f"mean {outcome.mean:.4f} (std {outcome.std:.4f})")
+    low, high = min(outcome.fold_scores), max(outcome.fold_scores)
+    margin = max(high - low, abs(high) * 0.02, 1e-6)
+    axes.set_ylim(low - margin, high + margin)
+    axes.set_xticks(folds, [f"fold {i}" for i in folds])
+    axes.set_ylabel(f"CV {metric}")
+    axes.legend(fontsize=8)
+    return figure
+
+
+def candidate_plots(outcome: CandidateOutcome, metric: str) -> PlotSet:
+    """The plots of one candidate's run: its fold scores and, for a network, its learning curves."""
+    plots = PlotSet()
+    plots.attempt("fold_scores", lambda: fold_scores(outcome, metric))
+    if _histories(outcome):
+        plots.attempt("learning_curves", lambda: learning_curves(outcome))
+    return plots
 
 
 # --- the final model -------------------------------------------------------------------------------
@@ -293,12 +326,7 @@ def search_plots(
 ) -> PlotSet:
     """Every review plot of a finished search; a plot that cannot be drawn is listed with why."""
     plots = PlotSet()
-
-    def attempt(name: str, draw: Callable[[], Any]) -> None:
-        try:
-            plots.figures[name] = draw()
-        except Exception as error:  # a plot is an extra: say why it is missing, never fail the search
-            plots.skipped[name] = f"{type(error).__name__}: {error}".splitlines()[0][:250]
+    attempt = plots.attempt
 
     journal = Path(study_journal) if study_journal else result.output_dir / "study.journal"
     try:
@@ -319,7 +347,7 @@ def search_plots(
     if best is None:
         plots.skipped["learning_curves"] = "no complete Keras trial with training histories"
     else:
-        attempt("learning_curves", lambda: learning_curves(best))
+        attempt("learning_curves", lambda: learning_curves(best, "best Keras trial, loss per epoch"))
 
     evaluation, where = final_evaluation(result)
     final = (

@@ -152,13 +152,13 @@ class MlflowTracker:
 
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in multiple ways"
+                # "source can be interpreted in multiple ways", and the integer-column schema hint
+                warnings.simplefilter("ignore", UserWarning)
                 dataset = mlflow.data.from_pandas(
                     data, source=source, name=Path(source).name, targets=summary["target"]
                 )
-            self._client.log_inputs(
-                self._parent, datasets=[mlflow.entities.DatasetInput(dataset._to_mlflow_entity())]
-            )
+                entity = dataset._to_mlflow_entity()
+            self._client.log_inputs(self._parent, datasets=[mlflow.entities.DatasetInput(entity)])
         except Exception as error:  # the dataset record is an extra; its failure must not stop a search
             self._client.set_tag(self._parent, "autodl.dataset_logging_error", str(error)[:250])
 
@@ -248,12 +248,36 @@ class MlflowTracker:
             self._client.set_tag(self._parent, "autodl.best_candidate", best_name)
             best = self._children.get(best_name)
             if best:
-                self._client.set_tag(best, "autodl.best", "true")
-                self._client.set_tag(self._parent, "autodl.best_run_id", best)
+                self._tag_best(best, best_name, result)
         self._log_plots(result)
         self._log_keras_files(model_dir)
         self._log_model(result, input_example, model_dir)
         self._end("KILLED" if result.interrupted else "FINISHED", None)
+
+    def _tag_best(self, run_id: str, name: str, result: SearchResult) -> None:
+        """Tag the best candidate's run, describe it, and give it its fold-score and learning-curve plots."""
+        from mlflow.entities import RunTag
+
+        from autodl.plots import candidate_plots
+
+        better = "higher" if result.greater_is_better else "lower"
+        note = (
+            f"Best candidate of the search by mean CV {result.metric} ({better} is better), rank 1 of "
+            f"{len(result.leaderboard)}. The final model is {result.final_name}; see the parent run."
+        )
+        self._client.log_batch(
+            run_id, tags=[RunTag("autodl.best", "true"), RunTag("mlflow.note.content", note)]
+        )
+        self._client.set_tag(self._parent, "autodl.best_run_id", run_id)
+        outcome = next((o for o in result.outcomes if o.name == name), None)
+        if outcome is None:
+            return
+        plots = candidate_plots(outcome, result.metric)
+        with tempfile.TemporaryDirectory() as tmp:
+            if plots.save(Path(tmp)):
+                self._client.log_artifacts(run_id, tmp, "plots")
+        for plot, reason in plots.skipped.items():
+            self._client.set_tag(run_id, f"autodl.plot_skipped.{plot}", reason)
 
     def _log_scores(self, result: SearchResult) -> None:
         """test_<m> for every metric scored on the test split, next to cv_<m> of the final model."""
