@@ -283,6 +283,7 @@ def ui(
     experiment: Annotated[str, typer.Option(help="Experiment to link to directly.")] = "autodl",
 ) -> None:
     """Start the MLflow UI on the store that autodl search uses (bound to 127.0.0.1)."""
+    import os
     import socket
     import subprocess
 
@@ -322,8 +323,11 @@ def ui(
         console.print(f"  searches of experiment '{experiment}': {link}", soft_wrap=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
     command += ["--host", host, "--port", str(port), "--workers", str(max(1, workers))]
+    # MLflow's job runner (GenAI evaluation jobs: several extra worker processes) is not needed to
+    # review searches; MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true in the environment turns it back on.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     try:
-        code = subprocess.call(command)
+        code = subprocess.call(command, env=env)
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)

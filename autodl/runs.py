@@ -92,10 +92,17 @@ def _past_search(run, experiments: dict[str, str]) -> PastSearch:
         metric=metric,
         cv_score=metrics.get(f"cv_{metric}"),
         test_score=metrics.get(f"test_{metric}"),
-        final_model=tags.get("autodl.final_model", ""),
+        final_model=_final(tags),
         interrupted=tags.get("autodl.interrupted") == "true",
         model_uri=tags.get("autodl.registered_model_uri") or tags.get("autodl.model_uri", ""),
     )
+
+
+def _final(tags: dict[str, str]) -> str:
+    """The final model's name; for an ensemble, with how many members it blends."""
+    name = tags.get("autodl.final_model", "")
+    members = [m for m in tags.get("autodl.final_members", "").split(", ") if m]
+    return f"{name} of {len(members)}" if name == "ensemble" and members else name
 
 
 def searches_table(searches: list[PastSearch], title: str):

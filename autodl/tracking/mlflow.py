@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autodl.errors import ConfigError
 from autodl.result import CandidateOutcome, SearchResult
 from autodl.tracking.base import redact
 
@@ -92,8 +93,16 @@ class MlflowTracker:
             self._mark_open()
             return
         space_name, space_text = _space(config)
+        try:  # the first contact with the store
+            experiment_id = self._experiment_id()
+        except Exception as error:
+            raise ConfigError(
+                f"cannot use the MLflow tracking store {redact(self._uri)} ({_reason(error, self._uri)})",
+                "start the tracking server or correct --tracking-uri (or MLFLOW_TRACKING_URI), "
+                "or pass --no-tracking",
+            ) from None
         run = self._client.create_run(
-            self._experiment_id(),
+            experiment_id,
             run_name=self._run_name,
             tags={
                 "autodl.version": autodl.__version__,
@@ -110,6 +119,8 @@ class MlflowTracker:
         self._mark_open()
         protocol = split_protocol(config, summary)
         params = {f"config.{k}": v for k, v in config.items() if v is not None and k != "extra"}
+        if config.get("tracking_uri"):
+            params["config.tracking_uri"] = redact(str(config["tracking_uri"]))
         params.update({f"data.{k}": v for k, v in summary.items() if not isinstance(v, dict | list)})
         params.update({"protocol.holdout": protocol["holdout"]["description"]})
         params.update({"protocol.cv": protocol["cross_validation"]["description"]})
@@ -209,11 +220,14 @@ class MlflowTracker:
                 ]
         metrics = [m for m in metrics if np.isfinite(m.value)]
         params = [Param(k, _param_text(v)) for k, v in outcome.params.items()]
-        # log_batch takes at most 1000 metrics, 100 params and 1000 entities in all per call
-        for start in range(0, len(params), 100):
-            self._client.log_batch(run_id, params=params[start : start + 100])
-        for start in range(0, len(metrics), 1000):
-            self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        try:  # log_batch takes at most 1000 metrics, 100 params and 1000 entities in all per call
+            for start in range(0, len(params), 100):
+                self._client.log_batch(run_id, params=params[start : start + 100])
+            for start in range(0, len(metrics), 1000):
+                self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        except BaseException:
+            self._client.set_terminated(run_id, "FAILED")  # never left RUNNING
+            raise
         self._client.set_terminated(run_id, STATUS[outcome.state])
 
     # --- finish -------------------------------------------------------------------------------------
@@ -230,6 +244,8 @@ class MlflowTracker:
     def _finish(self, result: SearchResult, input_example: pd.DataFrame, model_dir: Path) -> None:
         self._log_scores(result)
         self._client.set_tag(self._parent, "autodl.final_model", result.final_name)
+        members = ", ".join(f"{name} x{weight:.2f}" for name, weight in result.final_members.items())
+        self._client.set_tag(self._parent, "autodl.final_members", members[:5000])
         self._client.set_tag(self._parent, "autodl.interrupted", str(result.interrupted).lower())
         self._client.set_tag(
             self._parent, "autodl.stop_reason", str(result.decisions.get("stop_reason", ""))[:5000]
@@ -491,6 +507,17 @@ def _cv_scores(result: SearchResult) -> dict[str, float]:
         return score_all(result.task, resolve_metric(result.task, result.metric), cv["y_true"], cv["scores"])
     except Exception:
         return {}
+
+
+def _reason(error: Exception, uri: str) -> str:
+    """The first line of an error, shortened, with the store's password (if any) hidden."""
+    from urllib.parse import urlsplit
+
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    password = urlsplit(uri).password if "://" in uri else None
+    if password:
+        text = text.replace(password, "***")
+    return text[:200]
 
 
 def _jsonable(value: Any) -> Any:

@@ -105,7 +105,12 @@ def server(tmp_path_factory) -> str:
     ]
     with open(log, "w") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=child_env(), start_new_session=True
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            env=child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),  # no GenAI job workers
+            start_new_session=True,
         )
     try:
         url = f"http://127.0.0.1:{port}"
