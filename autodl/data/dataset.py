@@ -58,13 +58,18 @@ def build_dataset(
         )
     needed = _rows_needed(folds, test_size)
     if len(frame) < needed:
+        n = len(frame)
         dropped = f" ({int(missing.sum())} more have no target value)" if missing.any() else ""
+        fits = [k for k in range(folds - 1, 1, -1) if _rows_needed(k, test_size) <= n]
+        other = (
+            f", or lower --folds (e.g. --folds {fits[0]})"
+            if fits
+            else (", or pass --folds 2 --test-size 0" if n >= 2 and test_size > 0 else "")
+        )
         raise DataError(
-            f"the table has only {len(frame)} row(s) with a value of the target '{target}'{dropped}, but "
-            f"{folds}-fold CV with a {test_size:.0%} test split needs at least {needed}",
-            "add data rows (a search needs dozens at least)"
-            + (", or lower --folds" if folds > 2 else "")
-            + (", or pass --test-size 0" if test_size > 0 else ""),
+            f"the table has only {n} row{'' if n == 1 else 's'} with a value of the target '{target}'"
+            f"{dropped}, but {folds}-fold CV with a {test_size:.0%} test split needs at least {needed}",
+            f"add data rows (a search needs dozens at least){other}",
         )
     target_values = frame[target]
     if target_values.nunique() < 2:
@@ -94,6 +99,12 @@ def _require_column(frame: pd.DataFrame, name: str, what: str, flag: str) -> Non
     if name in frame.columns:
         return
     columns = [str(c) for c in frame.columns]
+    glued = [sep for sep in ",;\t|" if any(name in column.split(sep) for column in columns)]
+    if glued:  # the name is there, glued to others: the file was split at the wrong delimiter
+        raise DataError(
+            f"{what} column '{name}' not found: the header was read as {', '.join(map(repr, columns[:4]))}",
+            f"pass the file's delimiter, e.g. --delimiter {glued[0]!r}",
+        )
     near = closest(name, columns)
     hint = (
         f"did you mean {' or '.join(repr(n) for n in near)}?"

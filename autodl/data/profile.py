@@ -15,6 +15,10 @@ ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^id[_\W]|identifier", 
 DATE_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?")
 TEXT_MIN_WORDS = 3.0
 SAMPLE = 2000
+# Cells that mean "no value" in numeric columns but that pandas does not read as missing.
+PLACEHOLDERS = frozenset(
+    {"?", "-", "--", ".", "missing", "unknown", "none", "null", "nil", "na", "n.a.", "#n/a", "#value!"}
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,8 @@ def _profile_column(name: str, values: pd.Series) -> ColumnProfile:
     present = values.dropna()
     n_unique = int(present.nunique())
 
-    def decided(kind: str, reason: str) -> ColumnProfile:
-        return ColumnProfile(name, kind, reason, n_unique, n_missing)
+    def decided(kind: str, reason: str, placeholders: int = 0) -> ColumnProfile:
+        return ColumnProfile(name, kind, reason, n_unique, n_missing + placeholders)
 
     if len(present) == 0:
         return decided("empty", "every value is missing")
@@ -105,6 +109,15 @@ def _profile_strings(name: str, present: pd.Series, decided) -> ColumnProfile:
     numeric = pd.to_numeric(sample.str.replace(",", "", regex=False), errors="coerce")
     if numeric.notna().mean() > 0.98:
         return decided("numeric", "strings that parse as numbers")
+    tokens = sample[numeric.isna()].str.strip().str.lower()
+    if numeric.notna().mean() >= 0.5 and tokens.isin(PLACEHOLDERS).all():
+        # Numbers with placeholders such as '?': numeric, the placeholders are missing values
+        # (the preprocessing reads every cell that is not a number as missing).
+        placeholders = int(present.str.strip().str.lower().isin(PLACEHOLDERS).sum())
+        shown = ", ".join(repr(t) for t in sorted(set(tokens))[:3])
+        return decided(
+            "numeric", f"numbers; {placeholders} placeholder cells ({shown}) read as missing", placeholders
+        )
     mean_words = sample.str.split().str.len().mean()
     if mean_words >= TEXT_MIN_WORDS and n_unique > 0.5 * len(present):
         return decided("text", f"free text (about {mean_words:.0f} words a value); text is not modeled yet")
