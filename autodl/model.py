@@ -21,9 +21,14 @@ from autodl.candidates.base import predict_scores
 from autodl.errors import DataError
 
 MANIFEST = "autodl-model.json"
+# Classes from these packages may be loaded from a skops file; functions must be listed by name,
+# since a function (builtins.exec, numpy.load, ...) wrapped in functools.partial and called by a
+# FunctionTransformer would run code from the file.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "autodl.", "builtins.", "collections.")
-# functools.partial is trusted only because the function it wraps must itself pass the prefixes.
-TRUSTED_NAMES = ("functools.partial",)
+# HistGradientBoosting keeps functools.partial(check_array).
+TRUSTED_FUNCTIONS = ("sklearn.utils.validation.check_array",)
+TRUSTED_NAMES = ("functools.partial", *TRUSTED_FUNCTIONS)
+UNSAFE_CLASSES = ("builtins.type",)
 
 
 @dataclass
@@ -182,7 +187,14 @@ def load_pipelines(parts: list[dict[str, str]], root: Path) -> list[Pipeline]:
         base = root / part["path"]
         preprocess = _load_skops(base / "preprocess.skops")
         if part["estimator"] == "keras":
-            estimator = KerasTabularModel.load(base / "keras")
+            try:
+                estimator = KerasTabularModel.load(base / "keras")
+            except (ValueError, TypeError, KeyError, OSError) as error:
+                reason = str(error).strip().split(". ")[0].splitlines()[0][:300] if str(error).strip() else ""
+                raise DataError(
+                    f"cannot load the Keras network {base / 'keras' / 'model.keras'} ({reason or type(error).__name__})",
+                    "load only model folders that autodl wrote (Keras safe mode refuses code stored in a model file)",
+                ) from error
         else:
             estimator = _load_skops(base / "estimator.skops")
         pipelines.append(Pipeline([*preprocess.steps, ("model", estimator)]))
@@ -193,13 +205,65 @@ def _load_skops(path: Path):
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=path)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES) and t not in TRUSTED_NAMES]
+    refused = [name for name in untrusted if not _trusted(name)]
+    refused += [
+        f"functools.partial({name})" for name in _partial_targets(path) if name not in TRUSTED_FUNCTIONS
+    ]
     if refused:
         raise DataError(
             f"{path} holds types outside the allow-list: {', '.join(refused[:3])}",
             "load only model folders that autodl wrote",
         )
     return sio.load(path, trusted=untrusted)
+
+
+def _trusted(name: str) -> bool:
+    """A listed name, or a class (never a function) from a trusted package."""
+    if name in TRUSTED_NAMES:
+        return True
+    if not name.startswith(TRUSTED_PREFIXES) or name in UNSAFE_CLASSES:
+        return False
+    return isinstance(_resolve(name), type)
+
+
+def _partial_targets(path: Path) -> list[str]:
+    """What each functools.partial in a skops file wraps (a class there would be called with its args)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+    found, stack = [], [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("__loader__") == "PartialNode":
+                wrapped = (node.get("content") or {}).get("func") or {}
+                found.append(f"{wrapped.get('__module__')}.{wrapped.get('__class__')}")
+            stack.extend(node.values())
+    return found
+
+
+def _resolve(name: str):
+    """The object a dotted name refers to, or None; never runs a module's __main__."""
+    import importlib
+
+    parts = name.split(".")
+    if "__main__" in parts:
+        return None
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[split:]:
+                found = getattr(found, attribute)
+        except AttributeError:
+            return None
+        return found
+    return None
 
 
 def _plain(value):
