@@ -5,6 +5,7 @@ Heavy libraries are imported inside the commands so `autodl --help` stays fast.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import tempfile
@@ -371,22 +372,35 @@ app.command("runs")(runs)
 app.command("leaderboard", help="Alias of `autodl runs`: past searches and their best results.")(runs)
 
 
+URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@")
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with the password of every URL in it (scheme://user:password@host) replaced by '***'."""
+    return URL_PASSWORD.sub(r"\1***@", text)
+
+
 def main() -> None:
     """Entry point: one-line errors with exit code 2 for bad input, never a traceback."""
     try:
         app()
     except AutodlError as error:
-        err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True, markup=True, highlight=False)
+        err.print(
+            f"[bold red]error:[/] {escape(hide_passwords(str(error)))}",
+            soft_wrap=True,
+            markup=True,
+            highlight=False,
+        )
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
         sys.exit(130)
     except Exception as error:  # an internal bug: keep the traceback in a file, not on screen
         with tempfile.NamedTemporaryFile("w", prefix="autodl-crash-", suffix=".log", delete=False) as log:
-            traceback.print_exc(file=log)
+            log.write(hide_passwords(traceback.format_exc()))
+        first = hide_passwords(str(error).splitlines()[0]) if str(error) else ""
         err.print(
-            f"[bold red]internal error:[/] {type(error).__name__}: "
-            f"{escape(str(error).splitlines()[0]) if str(error) else ''}. "
+            f"[bold red]internal error:[/] {type(error).__name__}: {escape(first)}. "
             f"Details in {escape(log.name)}; please report it.",
             soft_wrap=True,
             highlight=False,
