@@ -3,8 +3,13 @@
 Training is bound by per-step overhead on CPUs, so k separate fits cost about k times one fit,
 plus k tracings. Here tower i sees only fold i's training rows (per-output sample weights of 0
 elsewhere), is early-stopped on its own inner validation rows, and is scored on fold i's held-out
-rows, exactly as a separate fit would be; the model is traced and compiled once per trial.
-Each tower is then a standalone network, paired with its fold's preprocessing.
+rows, as a separate fit would be; the model is traced and compiled once per trial. Nothing a
+tower learns depends on another fold's labels: optimizer state is per variable, schedules are
+data-independent (a shared reduce-on-plateau schedule would not be, so it is refused here), and
+the all-towers-done stop comes after each tower's own best epoch. One difference remains: with
+batch normalization, a tower's batch statistics include the feature values (never the labels)
+of rows it does not train on. Each tower is then a standalone network, paired with its fold's
+preprocessing.
 """
 
 from __future__ import annotations
@@ -107,13 +112,12 @@ def cross_validate_towers(
     monitor = _tower_monitor(
         keras, towers, inputs, targets, valid_rows, union, position, task, patience, after_epoch
     )
-    callbacks = [keras.callbacks.TerminateOnNaN(), stopper, monitor]
     if params.get("lr_schedule") == "reduce_on_plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="towers_val_loss", mode="min", factor=0.3, patience=max(2, patience // 3)
-            )
+        raise ValueError(
+            "reduce_on_plateau needs per-fold fits: one plateau schedule over all towers would let "
+            "a fold's held-out labels steer its tower's learning rate"
         )
+    callbacks = [keras.callbacks.TerminateOnNaN(), stopper, monitor]
     fit_x = [np.tile(x, (passes, 1)) for x in inputs]
     fit_y = [np.tile(t, passes) for t in targets]
     fit_weights = [np.tile(w, passes) for w in weights]
@@ -221,8 +225,6 @@ class _TowerState:
                 self.best_weights[i] = self.towers[i].get_weights()
             else:
                 self.wait[i] += 1
-        if logs is not None:
-            logs["towers_val_loss"] = float(np.mean([h[-1] for h in self.val_history]))
         if all(w >= self.patience for w in self.wait):
             self.model.stop_training = True
         if self.after_epoch is not None:

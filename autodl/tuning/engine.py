@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from autodl.candidates.keras_model import keras_candidate
 from autodl.candidates.keras_towers import cross_validate_towers
 from autodl.errors import ConfigError
 from autodl.metrics import Metric
@@ -17,7 +18,7 @@ from autodl.result import CandidateOutcome
 from autodl.runtime import import_keras
 from autodl.spaces.schema import SearchSpace
 from autodl.spaces.suggest import suggest_params, warm_start_points
-from autodl.tuning.cv import CVResult, DeadlineReached, DevData
+from autodl.tuning.cv import CVResult, DeadlineReached, DevData, cross_validate
 
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -133,7 +134,12 @@ class TrialSource(Protocol):
 
 
 class SpaceTrials:
-    """Trials from a declarative space: each configuration is cross-validated as k fold towers."""
+    """Trials from a declarative space: each configuration is cross-validated as k fold towers.
+
+    Except with the reduce-on-plateau schedule: one plateau schedule over all towers would let
+    fold i's held-out labels (which the other towers train and validate on) steer tower i's
+    learning rate, so those configurations train their folds as separate fits (not pruned).
+    """
 
     def __init__(self, space: SearchSpace, max_epochs: int | None = None) -> None:
         self.space = space
@@ -146,6 +152,17 @@ class SpaceTrials:
         self, trial, data: DevData, metric: Metric, *, seed: int, deadline: float | None, report
     ) -> CVResult:
         params = suggest_params(trial, self.space)
+        if params.get("lr_schedule") == "reduce_on_plateau":
+            candidate = keras_candidate(
+                f"keras_trial_{trial.number}",
+                params,
+                fixed=self.fixed,
+                task=data.task,
+                n_classes=data.n_classes,
+                seed=seed,
+                deadline=deadline,
+            )
+            return cross_validate(candidate, data, metric)
         sign = 1.0 if metric.greater_is_better else -1.0
 
         def after_epoch(epoch: int, mean_val_loss: float) -> None:

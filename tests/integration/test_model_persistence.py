@@ -1,0 +1,134 @@
+"""Every kind of fold pipeline survives TabularModel.save / TabularModel.load unchanged.
+
+A baseline or network whose fitted state holds an object outside the skops allow-list (or that
+Keras safe mode refuses) would fail here, not in a user's `autodl predict` weeks later.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autodl.candidates.baselines import baseline_candidates
+from autodl.candidates.keras_towers import cross_validate_towers
+from autodl.data.dataset import Dataset, build_dataset
+from autodl.metrics import resolve_metric
+from autodl.model import Member, TabularModel
+from autodl.spaces import load_space
+from autodl.spaces.suggest import defaults_point
+from autodl.split import make_folds
+from autodl.tuning.cv import DevData, cross_validate
+
+N_ROWS = 160
+BASELINES = [c.name for c in baseline_candidates("binary", N_ROWS, 0)]
+
+
+def table(task: str, n: int = N_ROWS, seed: int = 3) -> pd.DataFrame:
+    """Numbers with gaps, a category with gaps, a date with gaps; a target that depends on them."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    colour = rng.choice(["red", "green", "blue"], size=n)
+    frame = pd.DataFrame(
+        {
+            "x": x.round(4),
+            "count": rng.integers(0, 9, size=n).astype(float),
+            "colour": colour,
+            "signup": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, size=n), unit="D"),
+        }
+    )
+    frame["signup"] = frame["signup"].dt.strftime("%Y-%m-%d")
+    signal = 1.5 * x + (colour == "red") - 0.5 * (colour == "blue") + rng.normal(scale=0.7, size=n)
+    if task == "regression":
+        frame["target"] = (10 + 3 * signal).round(3)
+    elif task == "binary":
+        frame["target"] = np.where(signal > 0.2, "yes", "no")
+    else:
+        frame["target"] = np.select([signal < -0.5, signal < 0.8], ["low", "mid"], "high")
+    for column, share in (("x", 0.1), ("count", 0.1), ("colour", 0.1), ("signup", 0.1)):
+        frame.loc[rng.random(n) < share, column] = np.nan
+    return frame
+
+
+def prepared(task: str) -> tuple[Dataset, DevData]:
+    dataset = build_dataset(table(task), target="target", task=task, folds=2, test_size=0.0)
+    assert dataset.task.kind == task
+    kinds = {c.name: c.kind for c in dataset.profile.columns}
+    assert kinds == {"x": "numeric", "count": "numeric", "colour": "categorical", "signup": "datetime"}
+    stratify = task != "regression"
+    folds = make_folds(dataset.y, folds=2, repeats=1, stratify=stratify, seed=0)
+    dev = DevData(
+        dataset.features, dataset.y, folds, dataset.profile, dataset.task.kind, dataset.task.n_classes
+    )
+    return dataset, dev
+
+
+def raw_rows(dataset: Dataset) -> pd.DataFrame:
+    """Training-like rows, a category never seen in training, and a row with every feature missing."""
+    rows = dataset.features.head(6).copy()
+    unseen = rows.iloc[[0]].copy()
+    unseen["colour"] = "ultraviolet"
+    empty = rows.iloc[[0]].copy()
+    empty.loc[:, :] = np.nan
+    out = pd.concat([rows, unseen, empty], ignore_index=True)
+    assert out.iloc[-1].isna().all() and out["colour"].iloc[-2] == "ultraviolet"
+    return out
+
+
+def round_trip(dataset: Dataset, name: str, pipelines: list, folder) -> tuple[TabularModel, TabularModel]:
+    model = TabularModel(
+        members=[Member(name, 1.0, pipelines)],
+        task=dataset.task.kind,
+        classes=dataset.task.classes,
+        columns=[str(c) for c in dataset.features.columns],
+        target=dataset.target_name,
+    )
+    model.save(folder)
+    return model, TabularModel.load(folder)
+
+
+def assert_same_predictions(before: TabularModel, after: TabularModel, rows: pd.DataFrame) -> None:
+    expected = before.scores(rows)
+    assert np.all(np.isfinite(expected)), expected
+    np.testing.assert_allclose(after.scores(rows), expected, rtol=1e-6, atol=1e-7)
+    if before.task == "regression":  # forests sum trees over threads: equal up to rounding
+        np.testing.assert_allclose(after.predict(rows), before.predict(rows), rtol=1e-9)
+    else:
+        assert list(after.predict(rows)) == list(before.predict(rows))
+        np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-6)
+        assert set(after.predict(rows)) <= set(before.classes)
+        assert after.classes == before.classes
+
+
+@pytest.fixture(scope="module")
+def binary():
+    return prepared("binary")
+
+
+@pytest.fixture(scope="module")
+def regression():
+    return prepared("regression")
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_model_round_trips(name, task, binary, regression, tmp_path):
+    dataset, dev = binary if task == "binary" else regression
+    candidates = {c.name: c for c in baseline_candidates(task, dataset.n_rows, 0)}
+    assert set(candidates) == set(BASELINES)
+    cv = cross_validate(candidates[name], dev, resolve_metric(task, None))
+    assert len(cv.models) == 2
+    before, after = round_trip(dataset, name, cv.models, tmp_path / name)
+    assert_same_predictions(before, after, raw_rows(dataset))
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_keras_fold_tower_model_round_trips(task, binary, regression, tmp_path):
+    dataset, dev = {"binary": binary, "regression": regression}.get(task) or prepared(task)
+    space = load_space("mlp_small")
+    fixed = {**space.fixed, "max_epochs": 3}
+    cv = cross_validate_towers(defaults_point(space), fixed, dev, resolve_metric(task, None), seed=0)
+    assert len(cv.models) == 2
+    before, after = round_trip(dataset, "keras_trial_0", cv.models, tmp_path / "keras")
+    assert (tmp_path / "keras" / "member_0" / "fold_1" / "keras" / "model.keras").is_file()
+    assert_same_predictions(before, after, raw_rows(dataset))

@@ -1,0 +1,163 @@
+"""The k-tower trick: one Keras model with k towers must behave like k separate fold fits.
+
+Checked here: the scores agree with k separate KerasTabularModel fits; each tower's preprocessing
+is fitted on its fold's training rows only; and a tower does not move when the labels of its
+fold's held-out rows change (those rows train the other towers, so any coupling between towers
+would let held-out labels reach it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autodl.candidates.keras_model import KerasTabularModel, keras_candidate
+from autodl.candidates.keras_towers import cross_validate_towers
+from autodl.data.dataset import build_dataset
+from autodl.metrics import resolve_metric
+from autodl.preprocess import build_preprocessor
+from autodl.spaces import load_space
+from autodl.spaces.suggest import defaults_point
+from autodl.split import make_folds
+from autodl.tuning.cv import DevData, cross_validate
+
+FOLDS = 5
+SPACE = load_space("mlp_small")
+PARAMS = {**defaults_point(SPACE), "lr_schedule": "constant"}
+FIXED = {**SPACE.fixed, "max_epochs": 12, "patience": 6}
+METRIC = resolve_metric("binary", None)
+
+
+def table(n: int = 600, seed: int = 11) -> pd.DataFrame:
+    """A learnable binary problem: two informative numbers (one with gaps), a category, a noise column."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    group = rng.choice(list("abcd"), size=n)
+    logit = 1.6 * x1 - 1.0 * x2 + np.select([group == "a", group == "b"], [1.0, -0.8], 0.0)
+    frame = pd.DataFrame(
+        {
+            "x1": x1.round(4),
+            "x2": x2.round(4),
+            "group": group,
+            "noise": rng.normal(size=n).round(4),
+            "target": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int),
+        }
+    )
+    frame.loc[rng.random(n) < 0.1, "x2"] = np.nan
+    frame.loc[rng.random(n) < 0.05, "group"] = np.nan
+    return frame
+
+
+@pytest.fixture(scope="module")
+def dev() -> DevData:
+    dataset = build_dataset(table(), target="target", folds=FOLDS, test_size=0.0)
+    folds = make_folds(dataset.y, folds=FOLDS, repeats=1, stratify=True, seed=0)
+    return DevData(dataset.features, dataset.y, folds, dataset.profile, "binary", 2)
+
+
+@pytest.fixture(scope="module")
+def towers(dev):
+    return cross_validate_towers(PARAMS, FIXED, dev, METRIC, seed=0)
+
+
+def with_labels(dev: DevData, y: np.ndarray) -> DevData:
+    return DevData(dev.features, y, dev.folds, dev.profile, dev.task, dev.n_classes)
+
+
+def tower_outputs(cv, features: pd.DataFrame) -> list[np.ndarray]:
+    return [pipeline.predict_proba(features)[:, 1] for pipeline in cv.models]
+
+
+def test_towers_score_like_separate_fold_fits(dev, towers):
+    separate = cross_validate(
+        keras_candidate("separate", PARAMS, fixed=FIXED, task="binary", n_classes=2, seed=0), dev, METRIC
+    )
+    assert len(towers.fold_scores) == len(separate.fold_scores) == FOLDS
+    assert all(isinstance(p[-1], KerasTabularModel) for p in towers.models)
+    assert np.mean(towers.fold_scores) > 0.75, towers.fold_scores  # the problem is learnable
+    assert abs(np.mean(towers.fold_scores) - np.mean(separate.fold_scores)) < 0.03, (
+        towers.fold_scores,
+        separate.fold_scores,
+    )
+    # Out-of-fold predictions cover every row once, from the tower that never trained on it.
+    assert towers.oof.shape == (len(dev.y), 2)
+    np.testing.assert_allclose(towers.oof.sum(axis=1), 1.0, atol=1e-6)
+    for fold, pipeline in zip(dev.folds, towers.models, strict=True):
+        np.testing.assert_allclose(
+            towers.oof[fold.valid], pipeline.predict_proba(dev.features.iloc[fold.valid]), atol=1e-6
+        )
+
+
+def test_each_tower_preprocessor_is_fitted_on_its_fold_training_rows(dev, towers):
+    everything = build_preprocessor(dev.profile, "dense").fit(dev.features, dev.y)
+    for fold, pipeline in zip(dev.folds, towers.models, strict=True):
+        fitted = pipeline[0]
+        reference = build_preprocessor(dev.profile, "dense").fit(
+            dev.features.iloc[fold.train], dev.y[fold.train]
+        )
+        numbers = fitted.named_transformers_["numeric"]
+        expected = reference.named_transformers_["numeric"]
+        np.testing.assert_array_equal(numbers[-2].statistics_, expected[-2].statistics_)  # medians
+        np.testing.assert_array_equal(numbers[-1].mean_, expected[-1].mean_)
+        np.testing.assert_array_equal(numbers[-1].scale_, expected[-1].scale_)
+        categories = fitted.named_transformers_["categorical"][-1]
+        expected_categories = reference.named_transformers_["categorical"][-1]
+        for got, want in zip(categories.categories_, expected_categories.categories_, strict=True):
+            assert list(got) == list(want)
+        assert fitted.n_features_in_ == reference.n_features_in_
+        assert np.all(np.atleast_1d(numbers[-1].n_samples_seen_) == len(fold.train))
+        transformed = fitted.transform(dev.features)
+        np.testing.assert_allclose(transformed, reference.transform(dev.features))
+        assert pipeline[-1].n_features_in_ == transformed.shape[1]
+        # The check has power: statistics over all rows (held-out ones included) are different.
+        assert not np.allclose(numbers[-1].mean_, everything.named_transformers_["numeric"][-1].mean_)
+
+
+def test_tower_ignores_the_labels_of_its_held_out_rows(dev, towers):
+    flipped = dev.y.copy()
+    held_out = dev.folds[0].valid
+    flipped[held_out] = 1 - flipped[held_out]
+    again = cross_validate_towers(PARAMS, FIXED, with_labels(dev, flipped), METRIC, seed=0)
+    before, after = tower_outputs(towers, dev.features), tower_outputs(again, dev.features)
+    np.testing.assert_allclose(after[0], before[0], atol=1e-6)  # tower 0 never saw those labels
+    assert np.abs(after[1] - before[1]).max() > 1e-3  # tower 1 trains on them, so it moves
+
+
+def test_towers_refuse_a_shared_reduce_on_plateau_schedule(dev):
+    # One plateau schedule over all towers would let fold 0's held-out labels (which the other
+    # towers train and validate on) steer tower 0's learning rate.
+    params = {**PARAMS, "lr_schedule": "reduce_on_plateau"}
+    with pytest.raises(ValueError, match="held-out labels"):
+        cross_validate_towers(params, FIXED, dev, METRIC, seed=0)
+
+
+@pytest.mark.slow  # about 20 s: two runs of k separate fits
+def test_reduce_on_plateau_trials_ignore_the_labels_of_held_out_rows(dev, tmp_path):
+    import optuna
+
+    from autodl.spaces import load_space
+    from autodl.tuning.engine import SpaceTrials
+
+    space_file = tmp_path / "plateau.yaml"
+    space_file.write_text(
+        "params:\n"
+        "  n_layers: {type: categorical, choices: [1]}\n"
+        "  units: {type: categorical, choices: [16], per_layer: true}\n"
+        "  learning_rate: {type: categorical, choices: [0.01]}\n"
+        "  lr_schedule: {type: categorical, choices: [reduce_on_plateau]}\n"
+        f"fixed: {{max_epochs: {FIXED['max_epochs']}, patience: 4}}\n"
+    )
+    trials = SpaceTrials(load_space(space_file))
+    point = {"n_layers": 1, "units_0": 16, "learning_rate": 0.01, "lr_schedule": "reduce_on_plateau"}
+    flipped = dev.y.copy()
+    flipped[dev.folds[0].valid] = 1 - flipped[dev.folds[0].valid]
+
+    def run(data):
+        trial = optuna.trial.FixedTrial(point)
+        return trials.evaluate(trial, data, METRIC, seed=0, deadline=None, report=lambda *args: None)
+
+    before, after = run(dev), run(with_labels(dev, flipped))
+    np.testing.assert_allclose(
+        tower_outputs(after, dev.features)[0], tower_outputs(before, dev.features)[0], atol=1e-6
+    )
