@@ -114,4 +114,7 @@ class SearchConfig:
         """Plain values for logging (paths as strings)."""
         values = asdict(self)
         values["output_dir"] = str(self.output_dir) if self.output_dir else None
+        from autodl.tracking.base import redact
+
+        values["tracking_uri"] = redact(self.tracking_uri)  # never store a password
         return values

@@ -163,10 +163,14 @@ def run_search(
             + (" before the interruption" if interrupted else ""),
             "raise --time-limit, or check the failure reasons printed above",
         )
-    result = _finalize(
-        config, prepared, pool, outcomes, output_dir, stop_reason, interrupted, started, tracker
-    )
-    _write_summary(result, summary)
+    try:
+        result = _finalize(
+            config, prepared, pool, outcomes, output_dir, stop_reason, interrupted, started, tracker
+        )
+        _write_summary(result, summary)
+    except BaseException as error:  # e.g. a full disk: the run must not stay RUNNING
+        tracker.abort("FAILED", f"{type(error).__name__}: {error}")
+        raise
     tracker.finish(result, input_example=prepared.dev.features.head(5), model_dir=result.model_dir)
     reporter.finished(result, details={"summary": summary})
     return result

@@ -164,6 +164,9 @@ class RichReporter(Reporter):
             model_uri = result.decisions.get("mlflow_model_uri")
             if model_uri:
                 c.print(f"  model URI: {model_uri}")
+            registered = result.decisions.get("registered_model")
+            if registered:
+                c.print(f"  registered as {registered['uri']} in the model registry")
             c.print(
                 f"  review:   autodl ui --tracking-uri '{uri}'   (or: mlflow ui --backend-store-uri '{uri}')"
             )

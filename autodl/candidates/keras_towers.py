@@ -145,10 +145,7 @@ def cross_validate_towers(
     for i, fold in enumerate(folds):
         tower = keras.Model(towers[i].inputs[0], towers[i].outputs[0], name=f"mlp_fold{i}")
         tower_history = {
-            "loss": [
-                float(v)
-                for v in history.history.get(f"{towers[i].outputs[0].name.split('/')[0]}_loss", losses)
-            ],
+            "loss": [float(v) for v in history.history.get(f"{combined.output_names[i]}_loss", losses)],
             "val_loss": monitor.val_history[i],
         }
         estimator = KerasTabularModel.from_trained(

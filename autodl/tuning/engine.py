@@ -105,10 +105,11 @@ def open_study(
     )
     if resume:  # trials left RUNNING by a killed process will never finish
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            # The reason first: a finished trial can no longer be changed.
             storage.set_trial_user_attr(
                 trial._trial_id, "reason", "the search process was killed during this trial"
             )
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
     return study
 
 
