@@ -1,0 +1,294 @@
+"""Faults during a search (issue 6): diverging and raising trials, an unwritable output folder,
+and tracking URIs with a password.
+
+Searches run in-process through `autodl.cli.main()` under a watchdog, on a small synthetic table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import textwrap
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fault_harness import QUICK, assert_no_crash, assert_one_line_error, assert_search_ok, run_cli
+
+from autodl.cli import hide_passwords
+from autodl.tracking.base import redact
+
+KERAS = ["--folds", "2", "--baselines", "dummy,linear", "--no-tracking", "--no-capacity-check"]
+KERAS += ["--time-limit", "120"]
+
+
+@pytest.fixture
+def regression_csv(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    frame["y"] = X @ np.array([1.0, 2.0, 3.0]) * 100 + rng.normal(size=120)
+    path = tmp_path / "regression.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _records(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "outcomes.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------- trials that fail
+
+
+def test_a_diverging_trial_is_recorded_as_failed_and_kept_off_the_leaderboard(regression_csv, tmp_path):
+    space = tmp_path / "diverge.yaml"
+    space.write_text(
+        textwrap.dedent(
+            """\
+            name: diverge
+            description: plain SGD with an absurd learning rate, so the training loss becomes NaN or inf
+            builder: mlp
+            params:
+              learning_rate: {type: float, low: 1.0e+4, high: 1.0e+5, log: true}
+              units: {type: int, low: 8, high: 16}
+            fixed: {max_epochs: 5, patience: 2}
+            defaults: {learning_rate: 1.0e+4, units: 8}
+            """
+        )
+    )
+    output = tmp_path / "run"
+    outcome = run_cli(
+        "search",
+        regression_csv,
+        "--target",
+        "y",
+        "--space",
+        space,
+        "--trials",
+        "2",
+        *KERAS,
+        "--output",
+        output,
+    )
+    summary = assert_search_ok(outcome, output)
+    trials = [r for r in _records(output) if r["family"] == "keras"]
+    assert len(trials) == 2  # the search went on after the first diverging trial
+    for trial in trials:
+        assert trial["state"] == "failed", trial
+        assert re.search(r"TrainingDiverged: training loss became (nan|inf|-inf)", trial["reason"]), trial
+    assert "failed: TrainingDiverged" in outcome.stdout
+    leaderboard = pd.read_csv(output / "leaderboard.csv")
+    assert not leaderboard["candidate"].str.startswith("keras").any(), leaderboard
+    assert summary["final_model"] == "linear"
+    assert np.isfinite(summary["cv_score"])
+
+
+def _failing_hypermodel(tmp_path: Path) -> str:
+    # A unique module name: the hypermodel file is imported into this test process.
+    path = tmp_path / f"broken_{uuid.uuid4().hex[:8]}.py"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            def build_model(hp):
+                units = hp.Int("units", 4, 64)
+                raise ValueError(f"no layer can have {units} units today")
+            """
+        )
+    )
+    return f"{path}:build_model"
+
+
+def test_a_hypermodel_that_raises_fails_its_trials_and_five_in_a_row_stop_the_search(
+    regression_csv, tmp_path
+):
+    output = tmp_path / "run"
+    space = _failing_hypermodel(tmp_path)
+    outcome = run_cli(
+        "search",
+        regression_csv,
+        "--target",
+        "y",
+        "--space",
+        space,
+        "--trials",
+        "20",
+        *KERAS,
+        "--output",
+        output,
+    )
+    summary = assert_search_ok(outcome, output)
+    trials = [r for r in _records(output) if r["family"] == "keras"]
+    assert len(trials) == 5, [t["name"] for t in trials]
+    for trial in trials:
+        assert trial["state"] == "failed"
+        assert re.fullmatch(r"ValueError: no layer can have \d+ units today", trial["reason"]), trial
+    stop = summary["decisions"]["stop_reason"]
+    assert stop.startswith("5 trials failed in a row") and "no layer can have" in stop, stop
+    assert "Stopped: 5 trials failed in a row" in outcome.stdout
+    assert not pd.read_csv(output / "leaderboard.csv")["candidate"].str.startswith("keras").any()
+
+
+def test_when_every_candidate_fails_the_error_says_so_in_one_line(regression_csv, tmp_path):
+    output = tmp_path / "run"
+    space = _failing_hypermodel(tmp_path)
+    outcome = run_cli(
+        "search",
+        regression_csv,
+        "--target",
+        "y",
+        "--space",
+        space,
+        "--trials",
+        "20",
+        *KERAS,
+        "--baselines",
+        "none",
+        "--output",
+        output,
+    )
+    assert_one_line_error(outcome, "no candidate", code=1)
+    assert "no layer can have" in outcome.stdout  # the reasons the error points at were printed
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+def test_output_folder_under_a_file_is_a_one_line_error_before_any_work(regression_csv, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder is needed")
+    outcome = run_cli("search", regression_csv, "--target", "y", *QUICK, "--output", blocker / "run")
+    assert_one_line_error(outcome, "cannot write to the output folder", "--output")
+    assert "Baselines" not in outcome.stdout and outcome.stdout.strip() == ""
+
+
+def test_read_only_output_folder_is_a_one_line_error_before_any_work(regression_csv, tmp_path):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    parent.chmod(stat.S_IRUSR | stat.S_IXUSR)  # 500
+    try:
+        if os.access(parent, os.W_OK):
+            pytest.skip("file permissions do not bind this user (root)")
+        outcome = run_cli("search", regression_csv, "--target", "y", *QUICK, "--output", parent / "run")
+        assert_one_line_error(outcome, "cannot write to the output folder", "Permission denied")
+        assert outcome.stdout.strip() == ""
+    finally:
+        parent.chmod(stat.S_IRWXU)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("http://user:secret@mlflow.example.com:5000/", "http://user:***@mlflow.example.com:5000/"),
+        ("https://alice:s%40cr%2Fet@host/path?x=1", "https://alice:***@host/path?x=1"),
+        ("postgresql://bob:secret@db:5432/mlflow", "postgresql://bob:***@db:5432/mlflow"),
+        ("http://:secret@host", "http://:***@host"),
+        ("http://token@host", "http://token@host"),
+        ("sqlite:///tmp/user@host/mlflow.db", "sqlite:///tmp/user@host/mlflow.db"),
+        ("databricks", "databricks"),
+        (None, None),
+    ],
+)
+def test_redact_hides_only_the_password(uri, shown):
+    assert redact(uri) == shown
+    if uri is not None:
+        assert hide_passwords(f"error talking to {uri} (refused)") == f"error talking to {shown} (refused)"
+
+
+def test_an_unreachable_tracking_server_never_prints_its_password(regression_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    flags = [f for f in QUICK if f != "--no-tracking"]
+    outcome = run_cli(
+        "search",
+        regression_csv,
+        "--target",
+        "y",
+        *flags,
+        "--tracking-uri",
+        "http://user:secret@127.0.0.1:1/",
+        "--output",
+        tmp_path / "run",
+    )
+    assert outcome.code != 0
+    assert "secret" not in outcome.text, outcome.text
+    assert "user:***@127.0.0.1" in outcome.text
+    for log in re.findall(r"(/\S+autodl-crash-\S+\.log)", outcome.stderr):
+        assert "secret" not in Path(log).read_text()
+
+
+def test_an_unreachable_tracking_server_is_a_one_line_error(regression_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    flags = [f for f in QUICK if f != "--no-tracking"]
+    outcome = run_cli(
+        "search",
+        regression_csv,
+        "--target",
+        "y",
+        *flags,
+        "--tracking-uri",
+        "http://user:secret@127.0.0.1:1/",
+        "--output",
+        tmp_path / "run",
+    )
+    line = assert_one_line_error(outcome, "127.0.0.1", "--no-tracking")
+    assert "secret" not in line
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="autodl/orchestrate.py run_search writes SearchConfig.as_dict() (autodl/config.py), "
+    "tracking_uri included, to search.json in the output folder in clear",
+)
+def test_the_output_folder_never_stores_the_tracking_password(regression_csv, tmp_path, monkeypatch):
+    # The tracker is left out (as when the server accepts the login): what the output folder keeps
+    # does not depend on it.
+    import autodl.api
+
+    monkeypatch.setattr(autodl.api, "make_tracker", lambda config: None)
+    output = tmp_path / "run"
+    flags = [f for f in QUICK if f != "--no-tracking"]
+    outcome = run_cli(
+        "search",
+        regression_csv,
+        "--target",
+        "y",
+        *flags,
+        "--tracking-uri",
+        "https://user:secret@mlflow.example.com/",
+        "--output",
+        output,
+    )
+    assert_search_ok(outcome, output)
+    assert "secret" not in outcome.text
+    leaked = [p.name for p in output.rglob("*") if p.is_file() and b"secret" in p.read_bytes()]
+    assert not leaked, leaked
+
+
+def test_printed_output_of_a_search_never_contains_the_password(regression_csv, tmp_path, monkeypatch):
+    import autodl.api
+
+    monkeypatch.setattr(autodl.api, "make_tracker", lambda config: None)
+    output = tmp_path / "run"
+    flags = [f for f in QUICK if f != "--no-tracking"]
+    outcome = run_cli(
+        "search",
+        regression_csv,
+        "--target",
+        "y",
+        *flags,
+        "--tracking-uri",
+        "https://user:secret@mlflow.example.com/",
+        "--output",
+        output,
+    )
+    assert_no_crash(outcome)
+    assert outcome.code == 0
+    assert "secret" not in outcome.text
