@@ -242,11 +242,6 @@ def test_an_unreachable_tracking_server_is_a_one_line_error(regression_csv, tmp_
     assert "secret" not in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="autodl/orchestrate.py run_search writes SearchConfig.as_dict() (autodl/config.py), "
-    "tracking_uri included, to search.json in the output folder in clear",
-)
 def test_the_output_folder_never_stores_the_tracking_password(regression_csv, tmp_path, monkeypatch):
     # The tracker is left out (as when the server accepts the login): what the output folder keeps
     # does not depend on it.
