@@ -383,7 +383,14 @@ def hide_passwords(text: str) -> str:
 def main() -> None:
     """Entry point: one-line errors with exit code 2 for bad input, never a traceback."""
     try:
-        app()
+        code = app(standalone_mode=False)  # typer.Exit(n) inside a command comes back as n
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except typer.Exit as done:  # --help, or typer.Exit from a command
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
     except AutodlError as error:
         err.print(
             f"[bold red]error:[/] {escape(hide_passwords(str(error)))}",
@@ -395,7 +402,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
         sys.exit(130)
-    except Exception as error:  # an internal bug: keep the traceback in a file, not on screen
+    except Exception as error:
+        if _is_usage_error(error):  # a bad flag or value: one line, like autodl's own errors
+            _print_usage_error(error)
+            sys.exit(2)
+        # An internal bug: keep the traceback in a file, not on screen.
         with tempfile.NamedTemporaryFile("w", prefix="autodl-crash-", suffix=".log", delete=False) as log:
             log.write(hide_passwords(traceback.format_exc()))
         first = hide_passwords(str(error).splitlines()[0]) if str(error) else ""
@@ -406,6 +417,24 @@ def main() -> None:
             highlight=False,
         )
         sys.exit(1)
+
+
+def _is_usage_error(error: Exception) -> bool:
+    # click's UsageError (vendored by recent typer, so matched by its shape, not its class)
+    return hasattr(error, "format_message") and getattr(error, "exit_code", None) == 2
+
+
+def _print_usage_error(error: Exception) -> None:
+    message = error.format_message().strip().rstrip(".")
+    if not message:  # no arguments at all: the help has been printed already
+        return
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "autodl"
+    err.print(
+        f"[bold red]error:[/] {escape(message)}. Fix: see '{escape(command)} --help'.",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 if __name__ == "__main__":

@@ -145,7 +145,8 @@ def run_search(
             seconds_left,
         )
         if prepared.trials is not None:
-            stop_reason = _run_keras(config, prepared, record, adopt, reporter, output_dir, deadline)
+            known = {o.name for o in outcomes}
+            stop_reason = _run_keras(config, prepared, record, adopt, reporter, output_dir, deadline, known)
     except KeyboardInterrupt:
         interrupted, stop_reason = True, "interrupted"
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C exits at once
@@ -292,7 +293,9 @@ def _run_baselines(baselines, prepared: Prepared, record, reporter, config, seco
         record(outcome, cv)
 
 
-def _run_keras(config, prepared: Prepared, record, adopt, reporter, output_dir: Path, deadline) -> str:
+def _run_keras(
+    config, prepared: Prepared, record, adopt, reporter, output_dir: Path, deadline, known: set[str]
+) -> str:
     """Capacity check, then the Optuna search (with `config.workers - 1` worker processes).
 
     `record` takes the main process's finished trials; `adopt` those the workers finished.
@@ -324,6 +327,8 @@ def _run_keras(config, prepared: Prepared, record, adopt, reporter, output_dir: 
         sampler=config.sampler,
         pruner=config.pruner,
     )
+    if config.resume:
+        _record_killed_trials(study, known, record)
     enqueue_warm_start(study, prepared.trials)
     reporter.phase("keras", config.trials, None if deadline is None else deadline - time.monotonic())
     workers = _start_workers(config, prepared, output_dir, deadline)
@@ -356,6 +361,22 @@ def _run_keras(config, prepared: Prepared, record, adopt, reporter, output_dir: 
         for found in workers.poll() if workers else ():
             adopt(found)
     return reason
+
+
+def _record_killed_trials(study, known: set[str], record) -> None:
+    """Trials a killed process never reported count toward --trials; show them as failed."""
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        name = f"keras_trial_{trial.number}"
+        if name not in known:
+            reason = trial.user_attrs.get("reason", "the trial failed in an earlier run")
+            record(
+                CandidateOutcome(
+                    name, "keras", dict(trial.params), "failed", reason, trial_number=trial.number
+                ),
+                None,
+            )
 
 
 def _start_workers(config: SearchConfig, prepared: Prepared, output_dir: Path, deadline):

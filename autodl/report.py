@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from rich.console import Console
@@ -14,6 +15,7 @@ from autodl.events import Reporter
 from autodl.result import CandidateOutcome, SearchResult, leaderboard_frame
 from autodl.tracking.base import redact
 
+MAX_COLUMN_ROWS = 40
 KIND_STYLE = {"numeric": "cyan", "categorical": "magenta", "datetime": "blue"}
 
 
@@ -38,18 +40,29 @@ class RichReporter(Reporter):
         table = Table(title="Columns", title_justify="left", show_edge=False, pad_edge=False)
         for header in ("column", "kind", "used", "why"):
             table.add_column(header)
-        for column in dataset.profile.columns:
+        columns = dataset.profile.columns
+        # A wide table: every dropped column, then used ones up to the cap; the rest are counted.
+        shown = [col for col in columns if not col.used][:MAX_COLUMN_ROWS]
+        shown += [col for col in columns if col.used][: max(0, MAX_COLUMN_ROWS - len(shown))]
+        for column in sorted(shown, key=columns.index):
             style = KIND_STYLE.get(column.kind, "dim")
             table.add_row(
-                column.name,
+                escape(column.name),
                 f"[{style}]{column.kind}[/]",
                 "yes" if column.used else "[dim]dropped[/]",
-                column.reason,
+                escape(column.reason),
             )
         c.print(table)
+        if len(columns) > len(shown):
+            kinds = Counter(col.kind for col in columns if col not in shown)
+            c.print(
+                f"  ... and {len(columns) - len(shown)} more: "
+                + ", ".join(f"{n} {k}" for k, n in kinds.items())
+            )
         task = dataset.task
-        classes = f" classes: {', '.join(map(str, task.classes[:10]))}" if task.classes else ""
-        c.print(f"[bold]Task[/]: {task.kind} ({task.reason});{classes}. Override with --task.")
+        classes = f"; classes: {', '.join(map(str, task.classes[:10]))}" if task.classes else ""
+        more = f" and {len(task.classes) - 10} more" if task.classes and len(task.classes) > 10 else ""
+        c.print(f"[bold]Task[/]: {task.kind} ({task.reason}{escape(classes)}{more}). Override with --task.")
         c.print(
             f"[bold]Metric[/]: {metric.name}, {metric.direction}d ({metric_reason}). Override with --metric."
         )

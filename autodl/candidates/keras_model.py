@@ -45,7 +45,8 @@ def _deadline_callback(deadline: float | None):
     keras = import_keras()
 
     class StopAtDeadline(keras.callbacks.Callback):
-        """Stop before an epoch would overrun the deadline (checked per epoch and per step chunk)."""
+        """Stop before an epoch would overrun the deadline (checked per epoch and per step chunk),
+        and as soon as the loss stops being finite."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -57,7 +58,11 @@ def _deadline_callback(deadline: float | None):
             self._epoch_started = time.monotonic()
 
         def on_train_batch_end(self, batch, logs=None):
-            if deadline is not None and time.monotonic() >= deadline:
+            if logs and not math.isfinite(float(logs.get("loss", 0.0))):
+                self.model.stop_training = (
+                    True  # diverged: the caller reports it (quietly, unlike TerminateOnNaN)
+                )
+            elif deadline is not None and time.monotonic() >= deadline:
                 self.hit = True
                 self.model.stop_training = True
 
@@ -125,7 +130,6 @@ class KerasTabularModel(BaseEstimator):
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=self.patience, restore_best_weights=True
             ),
-            keras.callbacks.TerminateOnNaN(),
             stopper,
         ]
         if params.get("lr_schedule") == "reduce_on_plateau":

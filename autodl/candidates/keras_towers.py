@@ -117,7 +117,7 @@ def cross_validate_towers(
             "reduce_on_plateau needs per-fold fits: one plateau schedule over all towers would let "
             "a fold's held-out labels steer its tower's learning rate"
         )
-    callbacks = [keras.callbacks.TerminateOnNaN(), stopper, monitor]
+    callbacks = [stopper, monitor]
     fit_x = [np.tile(x, (passes, 1)) for x in inputs]
     fit_y = [np.tile(t, passes) for t in targets]
     fit_weights = [np.tile(w, passes) for w in weights]

@@ -150,7 +150,6 @@ class HyperModelTrials:
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=self.patience, restore_best_weights=True
                 ),
-                keras.callbacks.TerminateOnNaN(),
                 stopper,
             ]
             history = self.hypermodel.fit(

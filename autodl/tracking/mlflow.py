@@ -19,6 +19,7 @@ from autodl.errors import ConfigError
 from autodl.result import CandidateOutcome, SearchResult
 from autodl.tracking.base import redact
 
+PROBE_SECONDS = 10
 MAX_PARAM_LENGTH = 6000
 STATUS = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
 
@@ -94,6 +95,7 @@ class MlflowTracker:
             return
         space_name, space_text = _space(config)
         try:  # the first contact with the store
+            _probe(self._uri)
             experiment_id = self._experiment_id()
         except Exception as error:
             raise ConfigError(
@@ -533,3 +535,21 @@ def _millis() -> int:
     import time
 
     return int(time.time() * 1000)
+
+
+def _probe(uri: str) -> None:
+    """Fail within seconds when an HTTP tracking server is not there (MLflow's own client
+    retries for minutes). Any HTTP answer, even an error status, means a server is there."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rsplit("@", 1)[-1]  # credentials are not needed for /health
+    health = urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/health"))
+    try:
+        urllib.request.urlopen(health, timeout=PROBE_SECONDS).close()
+    except urllib.error.HTTPError:
+        return
