@@ -75,7 +75,9 @@ def search(
     ] = "tpe",
     pruner: Annotated[
         str,
-        typer.Option(help="Optuna pruner over training epochs: median, hyperband, successive_halving, none."),
+        typer.Option(
+            help="Optuna pruner over training epochs: median, hyperband, successive_halving, none; or wilcoxon over per-fold scores (folds then train separately)."
+        ),
     ] = "median",
     capacity_check: Annotated[
         bool,

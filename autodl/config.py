@@ -11,7 +11,7 @@ from autodl.errors import ConfigError, did_you_mean
 TASKS = ("binary", "multiclass", "regression")
 FINAL_MODES = ("ensemble", "best")
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("median", "hyperband", "successive_halving", "none")
+PRUNERS = ("median", "hyperband", "successive_halving", "wilcoxon", "none")
 
 
 @dataclass(frozen=True, kw_only=True)

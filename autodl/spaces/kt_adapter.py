@@ -187,5 +187,5 @@ class HyperModelTrials:
                 "n_parameters": estimator.n_parameters_,
             }
             running = collected.add(fold, pipeline, detail)
-            report(fold.index, running, f"running mean {running:.4f} after fold {fold.index + 1}")
+            report(fold.index, running, f"fold {fold.index + 1} (running mean {running:.4f})")
         return collected.result()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,8 +81,17 @@ class FoldCollector:
         )
 
 
-def cross_validate(candidate: Candidate, data: DevData, metric: Metric) -> CVResult:
-    """Fit `candidate` on each fold's training rows and score it on the fold's held-out rows."""
+def cross_validate(
+    candidate: Candidate,
+    data: DevData,
+    metric: Metric,
+    *,
+    after_fold: Callable[[int, float], None] | None = None,
+) -> CVResult:
+    """Fit `candidate` on each fold's training rows and score it on the fold's held-out rows.
+
+    `after_fold(i, fold_score)` runs after each fold and may raise to prune.
+    """
     collected = FoldCollector(data, metric)
     for fold in data.folds:
         pipeline = candidate.make_pipeline(data.profile)
@@ -90,6 +100,8 @@ def cross_validate(candidate: Candidate, data: DevData, metric: Metric) -> CVRes
         if getattr(model, "stopped_at_deadline_", False):
             raise DeadlineReached(f"time limit reached during fold {fold.index + 1} of {len(data.folds)}")
         collected.add(fold, pipeline, _fold_detail(model))
+        if after_fold is not None:
+            after_fold(fold.index, collected.scores[-1])
     return collected.result()
 
 

@@ -62,13 +62,19 @@ def make_sampler(name: str, seed: int):
 
 
 def make_pruner(name: str):
-    """The Optuna pruner for --pruner; its steps are training epochs of the fold towers."""
+    """The Optuna pruner for --pruner; its steps are training epochs of the fold towers (folds for wilcoxon)."""
     import optuna
 
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=8)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=8, reduction_factor=3)
+    if name == "wilcoxon":
+        # Steps are folds (each trial then trains its folds separately): a trial stops once its
+        # fold scores are significantly worse than the best trial's on the same folds.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
     if name == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=8, reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -139,11 +145,15 @@ class SpaceTrials:
 
     Except with the reduce-on-plateau schedule: one plateau schedule over all towers would let
     fold i's held-out labels (which the other towers train and validate on) steer tower i's
-    learning rate, so those configurations train their folds as separate fits (not pruned).
+    learning rate, so those configurations train their folds as separate fits (not pruned, as
+    their fold-indexed steps would not compare with the other trials' epoch steps). With
+    `per_fold` (the Wilcoxon pruner) every trial trains its folds separately and reports each
+    fold's score at step = fold index.
     """
 
-    def __init__(self, space: SearchSpace, max_epochs: int | None = None) -> None:
+    def __init__(self, space: SearchSpace, max_epochs: int | None = None, per_fold: bool = False) -> None:
         self.space = space
+        self.per_fold = per_fold
         self.fixed = {**space.fixed, **({"max_epochs": max_epochs} if max_epochs else {})}
 
     def warm_start_points(self) -> list[dict]:
@@ -153,7 +163,7 @@ class SpaceTrials:
         self, trial, data: DevData, metric: Metric, *, seed: int, deadline: float | None, report
     ) -> CVResult:
         params = suggest_params(trial, self.space)
-        if params.get("lr_schedule") == "reduce_on_plateau":
+        if self.per_fold or params.get("lr_schedule") == "reduce_on_plateau":
             candidate = keras_candidate(
                 f"keras_trial_{trial.number}",
                 params,
@@ -163,13 +173,19 @@ class SpaceTrials:
                 seed=seed,
                 deadline=deadline,
             )
-            return cross_validate(candidate, data, metric)
+            if not self.per_fold:
+                return cross_validate(candidate, data, metric)
+
+            def after_fold(index: int, fold_score: float) -> None:
+                report(index, fold_score, f"fold {index + 1} (score {fold_score:.4f})")
+
+            return cross_validate(candidate, data, metric, after_fold=after_fold)
         sign = 1.0 if metric.greater_is_better else -1.0
 
         def after_epoch(epoch: int, mean_val_loss: float) -> None:
             # Steps are epochs of the one k-tower fit; the value is the towers' mean best inner
             # validation loss, signed to follow the study's direction.
-            report(epoch, -sign * mean_val_loss, f"validation loss {mean_val_loss:.4f} at epoch {epoch + 1}")
+            report(epoch, -sign * mean_val_loss, f"epoch {epoch + 1} (validation loss {mean_val_loss:.4f})")
 
         return cross_validate_towers(
             params,
@@ -222,7 +238,7 @@ def run_keras_search(
         def report(step: int, value: float, described: str) -> None:
             trial.report(value, step=step)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"{described} is behind the median of earlier trials")
+                raise optuna.TrialPruned(f"pruned after {described}: behind the earlier trials")
 
         keras.backend.clear_session(free_memory=True)
         try:

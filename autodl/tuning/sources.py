@@ -15,4 +15,4 @@ def trial_source(config: SearchConfig) -> tuple[SearchSpace | None, object]:
     from autodl.tuning.engine import SpaceTrials
 
     space = load_space(config.space)
-    return space, SpaceTrials(space, config.max_epochs)
+    return space, SpaceTrials(space, config.max_epochs, per_fold=config.pruner == "wilcoxon")

@@ -206,7 +206,7 @@ def test_samplers(name):
     assert make_sampler(name, seed=0) is not None
 
 
-@pytest.mark.parametrize("name", ["median", "hyperband", "successive_halving", "none"])
+@pytest.mark.parametrize("name", ["median", "hyperband", "successive_halving", "wilcoxon", "none"])
 def test_pruners(name):
     assert make_pruner(name) is not None
 
@@ -239,3 +239,16 @@ def test_memory_stays_flat_over_30_trials(tmp_path):
     assert len(rss) == 30
     growth = rss[-1] - rss[4]
     assert growth < 150, f"memory grew {growth:.0f} MiB from trial 5 to trial 30"
+
+
+def test_wilcoxon_pruner_scores_trials_fold_by_fold(titanic_csv, tmp_path):
+    result = search(
+        titanic_csv,
+        target="Survived",
+        trials=2,
+        time_limit=300,
+        output_dir=tmp_path / "run",
+        **{**FAST, "pruner": "wilcoxon"},
+    )
+    trials = [o for o in result.outcomes if o.family == "keras"]
+    assert len(trials) == 2 and all(len(o.fold_scores) == 2 for o in trials if o.state == "complete")
