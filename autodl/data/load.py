@@ -16,6 +16,10 @@ from autodl.errors import DataError
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SNIFF_BYTES = 64 * 1024
 DELIMITERS = ",;\t|"
+# Memory a search needs per byte of file, measured loosely: pandas' frame, the per-fold
+# preprocessed copies of the fold towers, and the models. Compressed files expand first.
+MEMORY_PER_FILE_BYTE = 12
+EXPANSION = {".gz": 5, ".parquet": 5, ".pq": 5}
 MANGLED = re.compile(r"\.\d+$")  # how pandas renames a repeated column name
 
 
@@ -32,9 +36,35 @@ def read_table(path: str | Path, *, delimiter: str | None = None, encoding: str 
         raise DataError(f"{path} is a folder, not a file", "pass the path of a .csv or .parquet file")
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty (0 bytes)", "pass a file with a header row and data rows")
+    check_memory(path)
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return _read_parquet(path)
     return _read_csv(path, delimiter=delimiter, encoding=encoding)
+
+
+def check_memory(path: Path, available: int | None = None) -> None:
+    """DataError when the table clearly cannot be searched in the memory this machine has free,
+    before reading it (an out-of-memory kill would lose the work instead)."""
+    available = available if available is not None else _available_memory()
+    if available is None:
+        return
+    needed = path.stat().st_size * EXPANSION.get(path.suffix.lower(), 1) * MEMORY_PER_FILE_BYTE
+    if needed > available:
+        raise DataError(
+            f"{path} ({path.stat().st_size / 2**30:.1f} GiB on disk) needs about {needed / 2**30:.0f} GiB of "
+            f"memory to search, but {available / 2**30:.1f} GiB are free",
+            "search a random sample of the rows (e.g. with pandas .sample), or use a machine with more memory",
+        )
+
+
+def _available_memory() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -388,3 +388,15 @@ def test_prediction_file_with_new_categories_and_an_empty_column(trained, tmp_pa
     out = pd.read_csv(tmp_path / "predictions.csv")
     assert len(out) == 6 and set(out["prediction"]) <= {"yes", "no"}
     assert np.isfinite(out[["proba_no", "proba_yes"]].to_numpy()).all()
+
+
+def test_a_table_too_big_for_memory_is_refused_before_reading(tmp_path):
+    from autodl.data.load import check_memory
+    from autodl.errors import DataError
+
+    path = tmp_path / "big.csv"
+    path.write_text("a,b\n" + "1,2\n" * 1000)
+    check_memory(path, available=10 * 2**30)  # plenty: no error
+    with pytest.raises(DataError, match="memory") as error:
+        check_memory(path, available=1000)
+    assert "Fix:" in str(error.value) and "\n" not in str(error.value)
