@@ -116,22 +116,24 @@ def run_search(
     def seconds_left() -> float | None:
         return None if deadline is None else deadline - time.monotonic()
 
-    def record(outcome: CandidateOutcome, cv: CVResult | None) -> None:
-        if cv is not None and outcome.state == "complete":
-            pool.add(outcome.name, outcome.family, cv)
-        store.append_outcome(outcome)
+    def announce(outcome: CandidateOutcome) -> None:
         outcomes.append(outcome)
         tracker.log_candidate(outcome, prepared.metric.name)
         reporter.outcome(outcome, best=_best(outcomes, prepared.metric), seconds_left=seconds_left())
+
+    def record(outcome: CandidateOutcome, cv: CVResult | None) -> None:
+        """A candidate this process finished: kept in the store first, then announced."""
+        if cv is not None and outcome.state == "complete":
+            pool.add(outcome.name, outcome.family, cv)
+        store.append_outcome(outcome)
+        announce(outcome)
 
     def adopt(outcome: CandidateOutcome) -> None:
         """A trial a worker process finished: its files are already in the store."""
         cv = store.load_candidate(outcome.name) if outcome.state == "complete" else None
         if cv is not None:
             pool.add(outcome.name, outcome.family, cv, persist=False)
-        outcomes.append(outcome)
-        tracker.log_candidate(outcome, prepared.metric.name)
-        reporter.outcome(outcome, best=_best(outcomes, prepared.metric), seconds_left=seconds_left())
+        announce(outcome)
 
     interrupted, stop_reason = False, "budget spent"
     try:
@@ -145,8 +147,7 @@ def run_search(
             seconds_left,
         )
         if prepared.trials is not None:
-            known = {o.name for o in outcomes}
-            stop_reason = _run_keras(config, prepared, record, adopt, reporter, output_dir, deadline, known)
+            stop_reason = _run_keras(config, prepared, record, adopt, reporter, output_dir, deadline, done)
     except KeyboardInterrupt:
         interrupted, stop_reason = True, "interrupted"
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C exits at once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
@@ -120,7 +121,8 @@ def baseline_candidates(task: str, n_rows: int, seed: int, n_jobs: int = -1) -> 
                 "baseline",
                 "dense",
                 lambda p: (
-                    SVC(C=1.0, probability=True, random_state=seed)
+                    # Platt-scaled probabilities (SVC(probability=True) is deprecated in scikit-learn 1.9)
+                    CalibratedClassifierCV(SVC(C=1.0, random_state=seed), ensemble=False)
                     if clf
                     # an RBF kernel's epsilon and C assume a unit-scale target
                     else TransformedTargetRegressor(SVR(C=1.0), transformer=StandardScaler())
