@@ -45,3 +45,26 @@ def import_keras():
         os.dup2(saved, 2)
         os.close(saved)
     return keras
+
+
+def release_keras_memory() -> None:
+    """Free the previous models' graphs before the next model is built.
+
+    `clear_session` alone is not enough on TensorFlow 2.21: every traced `tf.custom_gradient`
+    (Keras' training step uses some) stays registered in TensorFlow's global gradient registry
+    with a closure that pins its whole FuncGraph, about 4 MiB per fitted model
+    (tensorflow/tensorflow#97697; keras-team/tf-keras#898 purges them the same way). Those
+    entries are only read while a gradient is being traced, and no model is traced between
+    trials, so dropping them is safe.
+    """
+    import gc
+
+    keras = import_keras()
+    keras.backend.clear_session(free_memory=True)
+    from tensorflow.python.framework import ops  # noqa: TID251 (the leak is in TensorFlow itself)
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    if isinstance(registry, dict):
+        for name in [name for name in registry if name.startswith("CustomGradient-")]:
+            del registry[name]
+    gc.collect()

@@ -16,7 +16,7 @@ import numpy as np
 
 from autodl.candidates.builders import build_mlp, build_optimizer, loss_for
 from autodl.preprocess import build_preprocessor
-from autodl.runtime import import_keras
+from autodl.runtime import import_keras, release_keras_memory
 from autodl.spaces.schema import SearchSpace
 from autodl.tuning.cv import DevData
 
@@ -97,7 +97,7 @@ def check_capacity(space: SearchSpace, data: DevData, *, seed: int) -> CapacityR
         for g in np.unique(groups)
     )
     params = largest_params(space)
-    keras.backend.clear_session(free_memory=True)
+    release_keras_memory()
     keras.utils.set_random_seed(seed)
     model = build_mlp(params, X.shape[1], data.task, data.n_classes)
     batch_size = int(min(params.get("batch_size", 32), len(X)))

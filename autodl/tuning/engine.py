@@ -15,7 +15,7 @@ from autodl.candidates.keras_towers import cross_validate_towers
 from autodl.errors import ConfigError
 from autodl.metrics import Metric
 from autodl.result import CandidateOutcome
-from autodl.runtime import import_keras
+from autodl.runtime import release_keras_memory
 from autodl.spaces.schema import SearchSpace
 from autodl.spaces.suggest import suggest_params, warm_start_points
 from autodl.tuning.cv import CVResult, DeadlineReached, DevData, cross_validate
@@ -225,7 +225,6 @@ def run_keras_search(
     """
     import optuna
 
-    keras = import_keras()
     cv_results: dict[int, CVResult] = {}
     failures_in_a_row = 0
     stop = {"reason": "time limit reached"}
@@ -240,7 +239,7 @@ def run_keras_search(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after {described}: behind the earlier trials")
 
-        keras.backend.clear_session(free_memory=True)
+        release_keras_memory()
         try:
             result = trials.evaluate(
                 trial, data, metric, seed=seed + trial.number, deadline=budget.deadline, report=report

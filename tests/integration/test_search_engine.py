@@ -211,13 +211,6 @@ def test_pruners(name):
     assert make_pruner(name) is not None
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="TensorFlow 2.21 / Keras 3.15 keep ~4 MiB per fitted model even after "
-    "keras.backend.clear_session(free_memory=True) and gc (reproduced with a plain Sequential "
-    "model); a towers trial leaks ~10 MiB. Fix idea: recycle worker processes every N trials.",
-)
 def test_memory_stays_flat_over_30_trials(tmp_path):
     import os
 
@@ -246,7 +239,8 @@ def test_memory_stays_flat_over_30_trials(tmp_path):
     # The pool of kept candidates fills during the first trials (at most 8 networks are kept);
     # after that, memory must stay flat: trials 15 -> 30.
     growth = rss[-1] - rss[14]
-    assert growth < 60, f"memory grew {growth:.0f} MiB from trial 15 to trial 30: {[round(r) for r in rss]}"
+    # Before TensorFlow's custom-gradient registry was purged between trials: ~150 MiB here.
+    assert growth < 30, f"memory grew {growth:.0f} MiB from trial 15 to trial 30: {[round(r) for r in rss]}"
 
 
 def test_wilcoxon_pruner_scores_trials_fold_by_fold(titanic_csv, tmp_path):
