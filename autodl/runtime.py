@@ -44,6 +44,11 @@ def import_keras():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+    # Every trial is a new model with its own traced functions, so TensorFlow's "frequent
+    # retracing" warning fires during any search while pointing at nothing to fix.
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return keras
 
 

@@ -55,8 +55,9 @@ def make_sampler(name: str, seed: int):
         import torch  # noqa: F401  (GPSampler's own dependency)
     except ImportError:
         raise ConfigError(
-            "--sampler gp needs PyTorch, which autodl does not install (it is several GB)",
-            "pip install torch, or use --sampler tpe",
+            "--sampler gp needs PyTorch, which autodl does not install by default (it is several GB)",
+            "pip install 'autodl[gp]' (or a CPU build: pip install torch --index-url "
+            "https://download.pytorch.org/whl/cpu), or use --sampler tpe",
         ) from None
     return optuna.samplers.GPSampler(seed=seed)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from autodl import search
+from autodl.errors import ConfigError
 from autodl.tuning.engine import make_pruner, make_sampler
 
 FAST = {
@@ -204,6 +205,31 @@ def test_a_missing_hypermodel_is_a_clear_error(titanic_csv, tmp_path):
 @pytest.mark.parametrize("name", ["tpe", "random", "cmaes"])
 def test_samplers(name):
     assert make_sampler(name, seed=0) is not None
+
+
+def test_gp_sampler_drives_a_search(penguins_csv, tmp_path):
+    pytest.importorskip("torch", reason="--sampler gp needs the optional 'autodl[gp]' extra")
+    result = search(
+        penguins_csv,
+        target="species",
+        trials=8,
+        time_limit=300,
+        output_dir=tmp_path / "run",
+        **{**FAST, "sampler": "gp"},
+    )
+    trials = [o for o in result.outcomes if o.family == "keras"]
+    assert len(trials) == 8 and all(o.state == "complete" for o in trials)
+    # After the warm-start points the GP proposes new points, not repeats.
+    learning_rates = [o.params["learning_rate"] for o in trials]
+    assert len(set(learning_rates)) >= 6
+
+
+def test_gp_sampler_without_torch_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(ConfigError, match="autodl\\[gp\\]"):
+        make_sampler("gp", seed=0)
 
 
 @pytest.mark.parametrize("name", ["median", "hyperband", "successive_halving", "wilcoxon", "none"])
