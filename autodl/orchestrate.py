@@ -107,6 +107,7 @@ def run_search(
     outcomes: list[CandidateOutcome] = []
     if previous is not None:
         outcomes = store.outcomes()
+        tracker.catch_up(outcomes, prepared.metric.name)
         for name, family, cv in store.load_candidates():
             pool.add(name, family, cv, persist=False)
         reporter.info(

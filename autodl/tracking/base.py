@@ -25,6 +25,10 @@ class Tracker(Protocol):
 
     def log_candidate(self, outcome: CandidateOutcome, metric: str) -> None: ...
 
+    def catch_up(self, outcomes: list[CandidateOutcome], metric: str) -> None:
+        """On resume: log the stored candidates a killed process had not (completely) logged."""
+        ...
+
     def finish(self, result: SearchResult, *, input_example: pd.DataFrame, model_dir: Path) -> None: ...
 
     def abort(self, status: str, reason: str) -> None: ...
@@ -46,6 +50,9 @@ class NullTracker:
         pass
 
     def log_candidate(self, outcome: CandidateOutcome, metric: str) -> None:
+        pass
+
+    def catch_up(self, outcomes: list[CandidateOutcome], metric: str) -> None:
         pass
 
     def finish(self, result: SearchResult, **_: Any) -> None:

@@ -54,6 +54,7 @@ class MlflowTracker:
         self._parent: str | None = None
         self._experiment_id_cache: str | None = None
         self._children: dict[str, str] = {}
+        self._interrupted: dict[str, str] = {}  # name -> run left RUNNING by a killed process
         self._config: dict[str, Any] = {}
         self._open = False
 
@@ -138,7 +139,7 @@ class MlflowTracker:
         atexit.register(self._end_at_exit)
 
     def _reopen(self, run_id: str) -> bool:
-        """Continue the parent run of a resumed search; runs its killed process left RUNNING end KILLED."""
+        """Continue the parent run of a resumed search; runs its killed process left RUNNING wait for catch_up."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -155,10 +156,28 @@ class MlflowTracker:
             max_results=5000,
         )
         for child in children:
-            self._children[child.info.run_name] = child.info.run_id
-            if child.info.status == "RUNNING":
-                self._client.set_terminated(child.info.run_id, "KILLED")
+            if child.info.status == "RUNNING":  # its process was killed while logging it
+                self._interrupted[child.info.run_name] = child.info.run_id
+            else:
+                self._children[child.info.run_name] = child.info.run_id
         return True
+
+    def catch_up(self, outcomes: list[CandidateOutcome], metric: str) -> None:
+        """Re-log stored candidates whose run a killed process left half-logged or never created.
+
+        A half-logged run is deleted and logged again whole, so each candidate has exactly one
+        finished run; a RUNNING run with no stored candidate behind it ends KILLED.
+        """
+        stored = {outcome.name for outcome in outcomes}
+        for name, run_id in self._interrupted.items():
+            if name in stored:
+                self._client.delete_run(run_id)
+            else:
+                self._client.set_terminated(run_id, "KILLED")
+        self._interrupted.clear()
+        for outcome in outcomes:
+            if outcome.name not in self._children:
+                self.log_candidate(outcome, metric)
 
     def _log_dataset(self, data: pd.DataFrame, source: str, summary: dict[str, Any]) -> None:
         import mlflow

@@ -226,3 +226,49 @@ def test_sigkill_during_a_trial_then_resume(tmp_path):
     assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     killed = [t for t in trials if "killed" in t.user_attrs.get("reason", "")]
     assert [t.state for t in killed] == [optuna.trial.TrialState.FAIL]
+
+
+def test_resume_relogs_candidates_a_kill_left_half_logged_or_unlogged(tmp_path):
+    """A kill during a candidate's MLflow logging (its run RUNNING) or just before it (no run)."""
+    import mlflow
+
+    from autodl import search
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = dict(
+        target="Survived",
+        space="mlp_small",
+        trials=1,
+        time_limit=300,
+        baselines=("dummy", "linear"),
+        folds=2,
+        max_epochs=3,
+        capacity_check=False,
+        tracking_uri=store,
+        experiment="catch-up",
+        output_dir=tmp_path / "run",
+    )
+    first = search(TITANIC, **options)
+    client = mlflow.MlflowClient(store)
+    experiment = client.get_experiment_by_name("catch-up").experiment_id
+
+    def children() -> dict[str, list]:
+        found: dict[str, list] = {}
+        for run in client.search_runs([experiment], max_results=1000):
+            if "mlflow.parentRunId" in run.data.tags:
+                found.setdefault(run.info.run_name, []).append(run)
+        return found
+
+    before = children()
+    client.update_run(before["linear"][0].info.run_id, status="RUNNING")  # killed mid-logging
+    client.delete_run(before["keras_trial_0"][0].info.run_id)  # killed before logging
+    client.update_run(first.run_id, status="RUNNING")
+
+    search(TITANIC, **options, resume=True)
+
+    after = children()
+    assert sorted(after) == sorted(before)
+    assert all(len(runs) == 1 for runs in after.values()), {k: len(v) for k, v in after.items()}
+    assert all(runs[0].info.status == "FINISHED" for runs in after.values())
+    assert "cv_roc_auc" in after["linear"][0].data.metrics
+    assert "cv_roc_auc" in after["keras_trial_0"][0].data.metrics
