@@ -32,6 +32,24 @@ class SearchError(AutodlError):
     exit_code = 1
 
 
+class DiskFullError(SearchError):
+    """The disk filled up during the search; what was stored before it stays resumable."""
+
+
+NO_SPACE_ERRNOS = (28, 122)  # ENOSPC, EDQUOT (Linux)
+
+
+def disk_full(error: BaseException, output_dir) -> DiskFullError | None:
+    """A DiskFullError for an OSError that means 'no space left', else None."""
+    if not isinstance(error, OSError) or error.errno not in NO_SPACE_ERRNOS:
+        return None
+    where = f" while writing {error.filename}" if error.filename else ""
+    return DiskFullError(
+        f"the disk is full{where} ({error.strerror}); the candidates finished before it are kept in {output_dir}",
+        f"free some space, then rerun the same command with --resume --output {output_dir}",
+    )
+
+
 def closest(name: str, options: list[str] | tuple[str, ...], n: int = 3) -> list[str]:
     """The options most similar to `name`, best first (case-insensitive)."""
     import difflib

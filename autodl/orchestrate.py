@@ -7,6 +7,7 @@ data -> task/profile -> holdout + folds -> baselines -> Keras search -> final mo
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from autodl.config import SearchConfig
 from autodl.data.dataset import Dataset, build_dataset
 from autodl.data.load import read_table
 from autodl.ensemble import blend, select_ensemble
-from autodl.errors import ConfigError, SearchError
+from autodl.errors import ConfigError, SearchError, disk_full
 from autodl.events import Reporter
 from autodl.metrics import DEFAULT_METRIC, Metric, resolve_metric, score_all
 from autodl.model import Member, TabularModel
@@ -37,6 +38,8 @@ from autodl.tuning.cv import CVResult, DevData, cross_validate
 from autodl.tuning.sources import trial_source
 
 BASELINE_SHARE = 0.4
+# A small search stores a few MiB; forests and fold models on 100k+ rows reach hundreds.
+MIN_FREE_DISK = 256 * 2**20
 RESUME_KEYS = ("target", "task", "metric", "test_size", "folds", "repeats", "seed", "space", "drop_columns")
 
 
@@ -157,6 +160,9 @@ def run_search(
         )
     except BaseException as error:
         tracker.abort("FAILED", f"{type(error).__name__}: {error}")
+        full = disk_full(error, output_dir)
+        if full is not None:
+            raise full from error
         raise
 
     if not pool.scores:  # the dummy alone does not count as a model
@@ -173,6 +179,9 @@ def run_search(
         _write_summary(result, summary)
     except BaseException as error:  # e.g. a full disk: the run must not stay RUNNING
         tracker.abort("FAILED", f"{type(error).__name__}: {error}")
+        full = disk_full(error, output_dir)
+        if full is not None:
+            raise full from error
         raise
     tracker.finish(result, input_example=prepared.dev.features.head(5), model_dir=result.model_dir)
     reporter.finished(result, details={"summary": summary})
@@ -366,19 +375,35 @@ def _run_keras(
 
 
 def _record_killed_trials(study, known: set[str], record) -> None:
-    """Trials a killed process never reported count toward --trials; show them as failed."""
+    """Trials an earlier process finished in the study but never stored count toward --trials.
+
+    A kill mid-trial leaves it failed; a full disk can stop the process after Optuna recorded a
+    trial complete but before its models were saved: it is listed with its CV scores, no model.
+    """
     import optuna
 
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+    states = {optuna.trial.TrialState.FAIL: "failed", optuna.trial.TrialState.COMPLETE: "complete"}
+    for trial in study.get_trials(deepcopy=False, states=tuple(states)):
         name = f"keras_trial_{trial.number}"
-        if name not in known:
-            reason = trial.user_attrs.get("reason", "the trial failed in an earlier run")
-            record(
-                CandidateOutcome(
-                    name, "keras", dict(trial.params), "failed", reason, trial_number=trial.number
-                ),
-                None,
-            )
+        if name in known:
+            continue
+        state = states[trial.state]
+        reason = trial.user_attrs.get("reason", "the trial failed in an earlier run")
+        if state == "complete":
+            reason = "its models were not saved before the earlier run stopped; scores kept"
+        record(
+            CandidateOutcome(
+                name,
+                "keras",
+                dict(trial.params),
+                state,
+                reason,
+                fold_scores=list(trial.user_attrs.get("fold_scores", [])),
+                fit_seconds=float(trial.user_attrs.get("fit_seconds", 0.0)),
+                trial_number=trial.number,
+            ),
+            None,
+        )
 
 
 def _start_workers(config: SearchConfig, prepared: Prepared, output_dir: Path, deadline):
@@ -475,6 +500,13 @@ def _prepare_output(requested: Path | None, *, resume: bool) -> Path:
             f"cannot write to the output folder {folder} ({error.strerror})",
             "pass a writable --output folder",
         ) from error
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_DISK:
+        raise ConfigError(
+            f"only {free / 2**20:.0f} MiB free on the disk holding {folder}; a search needs at least "
+            f"{MIN_FREE_DISK / 2**20:.0f} MiB for its candidates and final model",
+            "free some space, or pass an --output folder on another disk",
+        )
     return folder
 
 

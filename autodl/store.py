@@ -71,16 +71,22 @@ class RunStore:
         folder = self.folder / CANDIDATES / name
         if folder.exists():
             shutil.rmtree(folder)
-        parts = save_pipelines(cv.models, folder, "models")
-        np.save(folder / "oof.npy", cv.oof)
-        meta = {
-            "name": name,
-            "family": family,
-            "fold_scores": cv.fold_scores,
-            "fit_seconds": cv.fit_seconds,
-            "parts": parts,
-        }
-        (folder / "candidate.json").write_text(json.dumps(meta, default=float))
+        try:
+            parts = save_pipelines(cv.models, folder, "models")
+            np.save(folder / "oof.npy", cv.oof)
+            meta = {
+                "name": name,
+                "family": family,
+                "fold_scores": cv.fold_scores,
+                "fit_seconds": cv.fit_seconds,
+                "parts": parts,
+            }
+            temporary = folder / "candidate.json.tmp"
+            temporary.write_text(json.dumps(meta, default=float))
+            temporary.replace(folder / "candidate.json")  # present only once everything is written
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a full disk gets its space back
+            raise
 
     def drop_candidate(self, name: str) -> None:
         shutil.rmtree(self.folder / CANDIDATES / name, ignore_errors=True)

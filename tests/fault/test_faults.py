@@ -6,10 +6,14 @@ Searches run in-process through `autodl.cli.main()` under a watchdog, on a small
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import stat
+import subprocess
 import textwrap
 import uuid
 from pathlib import Path
@@ -165,18 +169,86 @@ def test_output_folder_under_a_file_is_a_one_line_error_before_any_work(regressi
     assert "Baselines" not in outcome.stdout and outcome.stdout.strip() == ""
 
 
+@contextlib.contextmanager
+def _mounted_tmpfs(folder: Path, options: str):
+    """A tmpfs at `folder` (needs root and a kernel that allows it; skips the test otherwise)."""
+    folder.mkdir(exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small file system needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
 def test_read_only_output_folder_is_a_one_line_error_before_any_work(regression_csv, tmp_path):
     parent = tmp_path / "locked"
     parent.mkdir()
     parent.chmod(stat.S_IRUSR | stat.S_IXUSR)  # 500
     try:
-        if os.access(parent, os.W_OK):
-            pytest.skip("file permissions do not bind this user (root)")
-        outcome = run_cli("search", regression_csv, "--target", "y", *QUICK, "--output", parent / "run")
-        assert_one_line_error(outcome, "cannot write to the output folder", "Permission denied")
+        with contextlib.ExitStack() as stack:
+            if os.access(parent, os.W_OK):  # root ignores permissions: a read-only mount binds it
+                parent.chmod(stat.S_IRWXU)
+                stack.enter_context(_mounted_tmpfs(parent, "ro,size=1m"))
+            outcome = run_cli("search", regression_csv, "--target", "y", *QUICK, "--output", parent / "run")
+        assert_one_line_error(outcome, "cannot write to the output folder")
+        assert re.search("Permission denied|Read-only file system", outcome.stderr)
         assert outcome.stdout.strip() == ""
     finally:
         parent.chmod(stat.S_IRWXU)
+
+
+def test_too_little_free_disk_is_a_one_line_error_before_any_work(regression_csv, tmp_path):
+    with _mounted_tmpfs(tmp_path / "small", "size=64m") as small:
+        outcome = run_cli("search", regression_csv, "--target", "y", *QUICK, "--output", small / "run")
+    assert_one_line_error(outcome, "MiB free on the disk holding", "another disk")
+    assert outcome.stdout.strip() == ""
+
+
+def test_a_disk_that_fills_during_the_search_stops_it_cleanly_and_resume_finishes_it(
+    regression_csv, tmp_path, monkeypatch
+):
+    from autodl import search
+    from autodl.errors import DiskFullError
+    from autodl.store import RunStore
+
+    options = dict(
+        target="y",
+        space="mlp_small",
+        trials=2,
+        time_limit=300,
+        folds=2,
+        max_epochs=2,
+        baselines=("dummy", "linear"),
+        capacity_check=False,
+        tracking=False,
+        output_dir=tmp_path / "run",
+    )
+    real_save = RunStore.save_candidate
+
+    def save_until_the_disk_fills(self, name, family, cv):
+        if name == "keras_trial_1":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.folder / name))
+        real_save(self, name, family, cv)
+
+    monkeypatch.setattr(RunStore, "save_candidate", save_until_the_disk_fills)
+    with pytest.raises(DiskFullError, match="--resume --output") as raised:
+        search(regression_csv, **options)
+    assert len(str(raised.value).splitlines()) == 1
+    assert [r["name"] for r in _records(tmp_path / "run")] == ["dummy", "linear", "keras_trial_0"]
+
+    monkeypatch.setattr(RunStore, "save_candidate", real_save)  # space freed
+    result = search(regression_csv, **options, resume=True)
+    by_name = {o.name: o for o in result.outcomes}
+    assert sorted(by_name) == ["dummy", "keras_trial_0", "keras_trial_1", "linear"]
+    # trial 1 finished in the study before its models hit the full disk: scores kept, not rerun
+    assert by_name["keras_trial_1"].state == "complete" and len(by_name["keras_trial_1"].fold_scores) == 2
+    assert "not saved" in by_name["keras_trial_1"].reason
 
 
 # --------------------------------------------------------------------------- secrets
