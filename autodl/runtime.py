@@ -62,14 +62,11 @@ def release_keras_memory() -> None:
     entries are only read while a gradient is being traced, and no model is traced between
     trials, so dropping them is safe.
     """
-    import gc
-
     keras = import_keras()
-    keras.backend.clear_session(free_memory=True)
     from tensorflow.python.framework import ops  # noqa: TID251 (the leak is in TensorFlow itself)
 
     registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
     if isinstance(registry, dict):
         for name in [name for name in registry if name.startswith("CustomGradient-")]:
             del registry[name]
-    gc.collect()
+    keras.backend.clear_session(free_memory=True)  # its garbage collection now frees those graphs

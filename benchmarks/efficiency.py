@@ -75,12 +75,28 @@ def fixed_settings(epochs: int) -> dict:
     return {"max_epochs": epochs, "patience": epochs, "validation_fraction": 0.15}
 
 
-def run_towers(data, metric, epochs: int) -> dict:
+@contextlib.contextmanager
+def side_by_side_towers():
+    """The earlier tower layout (k separate networks in one multi-input model), for before/after."""
+    from autodl.candidates import keras_towers
+
+    stacked = keras_towers._Stacked
+    keras_towers._Stacked = lambda keras, params, inputs, task, n_classes: keras_towers._SideBySide(
+        keras, params, inputs, task, n_classes, [()] * len(inputs)
+    )
+    try:
+        yield
+    finally:
+        keras_towers._Stacked = stacked
+
+
+def run_towers(data, metric, epochs: int, layout: str = "stacked") -> dict:
     from autodl.candidates.keras_towers import cross_validate_towers
     from autodl.runtime import import_keras
 
     import_keras().backend.clear_session(free_memory=True)
-    result = cross_validate_towers(CONFIG, fixed_settings(epochs), data, metric, seed=SEED)
+    with side_by_side_towers() if layout == "side_by_side" else contextlib.nullcontext():
+        result = cross_validate_towers(CONFIG, fixed_settings(epochs), data, metric, seed=SEED)
     detail = result.fold_details[0]
     return {
         "seconds": result.fit_seconds,
@@ -168,12 +184,13 @@ def cv_cost(rows: int, epochs: int, repeats: int) -> dict:
     runs = []
     for _ in range(repeats):
         towers = run_towers(data, metric, epochs)
+        side_by_side = run_towers(data, metric, epochs, layout="side_by_side")
         single = run_single(data, metric, epochs)
         naive = run_naive(data, metric, epochs)
-        runs.append({"towers": towers, "single": single, "naive": naive})
+        runs.append({"towers": towers, "side_by_side": side_by_side, "single": single, "naive": naive})
         print(
-            f"  {rows} rows: towers {towers['seconds']:.1f} s, single {single['seconds']:.1f} s, "
-            f"naive {naive['seconds']:.1f} s",
+            f"  {rows} rows: towers {towers['seconds']:.1f} s (side by side {side_by_side['seconds']:.1f} s), "
+            f"single {single['seconds']:.1f} s, naive {naive['seconds']:.1f} s",
             flush=True,
         )
 
@@ -196,7 +213,9 @@ def cv_cost(rows: int, epochs: int, repeats: int) -> dict:
         "towers_s": round(med("towers", "seconds"), 3),
         "single_s": round(med("single", "seconds"), 3),
         "naive_s": round(med("naive", "seconds"), 3),
+        "side_by_side_s": round(med("side_by_side", "seconds"), 3),
         "towers_over_single": round(med_ratio("towers"), 3),
+        "side_by_side_over_single": round(med_ratio("side_by_side"), 3),
         "naive_over_single": round(med_ratio("naive"), 3),
         "naive_over_towers": round(
             float(np.median([r["naive"]["seconds"] / r["towers"]["seconds"] for r in runs])), 3
@@ -217,11 +236,13 @@ def cv_cost(rows: int, epochs: int, repeats: int) -> dict:
         },
         "scores": {
             "towers_cv": round(med("towers", "cv_score"), 4),
+            "side_by_side_cv": round(med("side_by_side", "cv_score"), 4),
             "naive_cv": round(med("naive", "cv_score"), 4),
             "single_fold0": round(med("single", "score"), 4),
         },
         "samples_s": {
-            part: [round(r[part]["seconds"], 3) for r in runs] for part in ("towers", "single", "naive")
+            part: [round(r[part]["seconds"], 3) for r in runs]
+            for part in ("towers", "side_by_side", "single", "naive")
         },
     }
 
@@ -359,14 +380,19 @@ def write_markdown(records: list[dict], info: dict, path: Path) -> None:
             f"{first['epochs']} epochs, no early stopping; medians of {first['repeats']} (ratios: median of "
             "per-repeat ratios). Target: towers/single <= 1.5.",
             "",
-            "| rows | features in | towers s | single s | naive s | towers / single | naive / single | "
+            "towers = the stacked k-tower network autodl uses; side by side = the earlier layout (k separate "
+            "networks in one multi-input model), measured in the same run for before/after.",
+            "",
+            "| rows | features in | towers s | side by side s | single s | naive s | towers / single | "
+            "side by side / single | naive / single | "
             "single s/epoch | single ms/step | steps/epoch | towers s/epoch | towers outside fit | CV AUC towers / naive |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in costs:
             lines.append(
-                f"| {r['rows']} | {r['features_in']} | {r['towers_s']:.2f} | {r['single_s']:.2f} | {r['naive_s']:.2f} | "
-                f"{r['towers_over_single']:.2f}x | {r['naive_over_single']:.2f}x | {r['single_epoch_s']:.3f} | "
+                f"| {r['rows']} | {r['features_in']} | {r['towers_s']:.2f} | {r.get('side_by_side_s', float('nan')):.2f} | "
+                f"{r['single_s']:.2f} | {r['naive_s']:.2f} | {r['towers_over_single']:.2f}x | "
+                f"{r.get('side_by_side_over_single', float('nan')):.2f}x | {r['naive_over_single']:.2f}x | {r['single_epoch_s']:.3f} | "
                 f"{r['single_step_ms']:.2f} | {r['single_steps_per_epoch']} | {r['towers_epoch_s']:.3f} | "
                 f"{r['towers_outside_fit_share']:.0%} | {r['scores']['towers_cv']:.4f} / {r['scores']['naive_cv']:.4f} |"
             )

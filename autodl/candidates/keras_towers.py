@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from autodl.candidates.builders import build_mlp, build_optimizer, loss_for
+from autodl.candidates.builders import build_mlp, build_optimizer, build_stacked_mlp, loss_for, tower_weights
 from autodl.candidates.keras_model import KerasTabularModel, TrainingDiverged, _deadline_callback, inner_split
 from autodl.metrics import Metric
 from autodl.preprocess import build_preprocessor, category_cardinalities
@@ -88,11 +88,11 @@ def cross_validate_towers(
             scales.append(None)
             targets.append(data.y.astype(np.int64))
 
-    towers = [
-        build_mlp(params, x.shape[1], task, n_classes, prefix=f"fold{i}_", cardinalities=cardinalities[i])
-        for i, x in enumerate(inputs)
-    ]
-    combined = keras.Model([t.inputs[0] for t in towers], [t.outputs[0] for t in towers], name="fold_towers")
+    if any(cardinalities):  # per-fold embedding vocabularies: one network per fold, side by side
+        towers: _Towers = _SideBySide(keras, params, inputs, task, n_classes, cardinalities)
+    else:
+        towers = _Stacked(keras, params, inputs, task, n_classes)
+    del inputs  # the towers hold what they need (the stacked layout: one padded copy)
     share = float(np.mean([w.mean() for w in weights]))  # rows each tower trains on, per batch row
     batch_size = int(min(len(data.y), max(8, round(int(params.get("batch_size", 64)) / max(share, 1e-3)))))
     steps = math.ceil(len(data.y) / batch_size)
@@ -101,28 +101,27 @@ def cross_validate_towers(
     passes = max(1, math.ceil(MIN_STEPS_PER_EPOCH / steps))
     max_epochs, patience = math.ceil(max_epochs / passes), max(3, math.ceil(patience / passes))
     steps *= passes
-    combined.compile(
-        optimizer=build_optimizer(params, steps, max_epochs),
-        loss=[loss_for(task)] * len(towers),
-        steps_per_execution=max(1, min(32, steps)),
-    )
-    union = np.unique(np.concatenate(valid_rows))
-    position = {row: i for i, row in enumerate(union)}
-    stopper = _deadline_callback(deadline)
-    monitor = _tower_monitor(
-        keras, towers, inputs, targets, valid_rows, union, position, task, patience, after_epoch
-    )
     if params.get("lr_schedule") == "reduce_on_plateau":
         raise ValueError(
             "reduce_on_plateau needs per-fold fits: one plateau schedule over all towers would let "
             "a fold's held-out labels steer its tower's learning rate"
         )
+    towers.model.compile(
+        optimizer=build_optimizer(params, steps, max_epochs),
+        loss=towers.loss(loss_for(task)),
+        steps_per_execution=max(1, min(32, steps)),
+    )
+    union = np.unique(np.concatenate(valid_rows))
+    position = {row: i for i, row in enumerate(union)}
+    stopper = _deadline_callback(deadline)
+    monitor = _tower_monitor(keras, towers, union, position, valid_rows, targets, task, patience, after_epoch)
     callbacks = [stopper, monitor]
-    fit_x = [np.tile(x, (passes, 1)) for x in inputs]
-    fit_y = [np.tile(t, passes) for t in targets]
-    fit_weights = [np.tile(w, passes) for w in weights]
+    # Padded with zero-weight rows to whole batches: a last, smaller batch would make Keras
+    # trace the k-tower training step a second time.
+    padding = -(len(data.y) * passes) % batch_size
+    fit_x, fit_y, fit_weights = towers.training_arrays(targets, weights, passes, padding)
     fit_started = time.perf_counter()
-    history = combined.fit(
+    history = towers.model.fit(
         fit_x,
         fit_y,
         sample_weight=fit_weights,
@@ -143,11 +142,8 @@ def cross_validate_towers(
 
     collected = FoldCollector(data, metric, started)
     for i, fold in enumerate(folds):
-        tower = keras.Model(towers[i].inputs[0], towers[i].outputs[0], name=f"mlp_fold{i}")
-        tower_history = {
-            "loss": [float(v) for v in history.history.get(f"{combined.output_names[i]}_loss", losses)],
-            "val_loss": monitor.val_history[i],
-        }
+        tower = towers.standalone(i, name=f"mlp_fold{i}")
+        tower_history = {"loss": towers.training_loss(history.history, i), "val_loss": monitor.val_history[i]}
         estimator = KerasTabularModel.from_trained(
             tower,
             history=tower_history,
@@ -176,13 +172,20 @@ def cross_validate_towers(
     return collected.result()
 
 
+def _tiled(values: np.ndarray, passes: int, padding: int) -> np.ndarray:
+    """`values` repeated `passes` times along rows, then `padding` rows of zeros."""
+    out = np.zeros((len(values) * passes + padding, *values.shape[1:]), dtype=values.dtype)
+    out[: len(values) * passes] = np.tile(values, (passes,) + (1,) * (values.ndim - 1))
+    return out
+
+
 def _tower_monitor(keras, *args):
     """A Keras callback: per-tower early stopping on each tower's inner validation rows."""
 
     class TowerMonitor(_TowerState, keras.callbacks.Callback):
         pass
 
-    monitor = TowerMonitor(keras, *args)
+    monitor = TowerMonitor(*args)
     keras.callbacks.Callback.__init__(monitor)
     return monitor
 
@@ -190,36 +193,28 @@ def _tower_monitor(keras, *args):
 class _TowerState:
     """Tracks each tower's best inner-validation loss and weights; stops when every tower is done."""
 
-    def __init__(
-        self, keras, towers, inputs, targets, valid_rows, union, position, task, patience, after_epoch
-    ):
-        self.keras, self.towers, self.task, self.patience, self.after_epoch = (
-            keras,
-            towers,
-            task,
-            patience,
-            after_epoch,
-        )
-        self.union_inputs = [x[union] for x in inputs]
+    def __init__(self, towers: _Towers, union, position, valid_rows, targets, task, patience, after_epoch):
+        self.towers, self.task, self.patience, self.after_epoch = towers, task, patience, after_epoch
+        self.union = union
         self.local = [np.asarray([position[r] for r in rows]) for rows in valid_rows]
         self.local_targets = [t[rows] for t, rows in zip(targets, valid_rows, strict=True)]
-        k = len(towers)
+        k = towers.count
         self.best = [math.inf] * k
         self.best_epoch = [0] * k
-        self.best_weights = [t.get_weights() for t in towers]
+        self.best_weights = [towers.weights(i) for i in range(k)]
         self.wait = [0] * k
         self.val_history: list[list[float]] = [[] for _ in range(k)]
 
     def on_epoch_end(self, epoch, logs=None):
-        outputs = self._predict_union()
-        for i in range(len(self.towers)):
+        outputs = self.towers.predict(self.union)
+        for i in range(self.towers.count):
             loss = _pointwise_loss(self.task, self.local_targets[i], outputs[i][self.local[i]])
             self.val_history[i].append(loss)
             if self.wait[i] >= self.patience:
                 continue  # this tower has stopped; its best weights are kept
             if loss < self.best[i] - 1e-7:
                 self.best[i], self.best_epoch[i], self.wait[i] = loss, epoch, 0
-                self.best_weights[i] = self.towers[i].get_weights()
+                self.best_weights[i] = self.towers.weights(i)
             else:
                 self.wait[i] += 1
         if all(w >= self.patience for w in self.wait):
@@ -227,14 +222,130 @@ class _TowerState:
         if self.after_epoch is not None:
             self.after_epoch(epoch, float(np.mean(self.best)))
 
-    def _predict_union(self) -> list[np.ndarray]:
-        pieces = []
-        n = len(self.union_inputs[0])
-        for start in range(0, n, EVAL_CHUNK):
-            out = self.model([x[start : start + EVAL_CHUNK] for x in self.union_inputs], training=False)
-            pieces.append([self.keras.ops.convert_to_numpy(o) for o in out])
-        return [np.concatenate([p[i] for p in pieces], axis=0) for i in range(len(self.towers))]
-
     def restore_best(self) -> None:
-        for tower, weights in zip(self.towers, self.best_weights, strict=True):
-            tower.set_weights(weights)
+        self.towers.set_weights(self.best_weights)
+
+
+class _Towers(Protocol):
+    """k fold networks trained as one Keras model."""
+
+    model: Any
+    count: int
+
+    def loss(self, name: str) -> Any: ...
+
+    def training_arrays(self, targets, weights, passes: int, padding: int) -> tuple[Any, Any, Any]: ...
+
+    def predict(self, rows: np.ndarray) -> list[np.ndarray]: ...
+
+    def weights(self, tower: int) -> list[np.ndarray]: ...
+
+    def set_weights(self, per_tower: list[list[np.ndarray]]) -> None: ...
+
+    def training_loss(self, history: dict[str, list[float]], tower: int) -> list[float]: ...
+
+    def standalone(self, tower: int, name: str) -> Any: ...
+
+
+class _Stacked:
+    """The k networks as one stacked network (`build_stacked_mlp`): inputs padded to one width."""
+
+    def __init__(self, keras, params, inputs: list[np.ndarray], task: str, n_classes: int) -> None:
+        self.keras, self.params, self.task, self.n_classes = keras, params, task, n_classes
+        self.count, self.widths = len(inputs), [x.shape[1] for x in inputs]
+        self.x = np.zeros((len(inputs[0]), self.count, max(self.widths)), dtype=np.float32)
+        for i, x in enumerate(inputs):
+            self.x[:, i, : x.shape[1]] = x
+        self.model = build_stacked_mlp(params, self.count, self.x.shape[2], task, n_classes)
+
+    def loss(self, name: str) -> str:
+        return name
+
+    def training_arrays(self, targets, weights, passes: int, padding: int):
+        y = np.stack(targets, axis=1)
+        y = y[..., None] if self.task in ("binary", "regression") else y
+        # Keras averages the loss over all (row, tower) pairs; x k gives the sum of the towers'
+        # mean losses, as k separate outputs would.
+        w = np.stack(weights, axis=1) * self.count
+        return _tiled(self.x, passes, padding), _tiled(y, passes, padding), _tiled(w, passes, padding)
+
+    def predict(self, rows: np.ndarray) -> list[np.ndarray]:
+        pieces = []
+        for start in range(0, len(rows), EVAL_CHUNK):
+            out = self.model(self.x[rows[start : start + EVAL_CHUNK]], training=False)
+            pieces.append(self.keras.ops.convert_to_numpy(out))
+        out = np.concatenate(pieces, axis=0)
+        return [out[:, i] for i in range(self.count)]
+
+    def _variables(self) -> list[np.ndarray]:
+        # views with the tower axis first (batch normalization's weights are flat: towers x units)
+        return [v.reshape(self.count, -1) if v.ndim == 1 else v for v in self.model.get_weights()]
+
+    def weights(self, tower: int) -> list[np.ndarray]:
+        return [v[tower].copy() for v in self._variables()]
+
+    def set_weights(self, per_tower: list[list[np.ndarray]]) -> None:
+        shapes = [v.shape for v in self.model.get_weights()]
+        values = self._variables()
+        for tower, saved in enumerate(per_tower):
+            for value, piece in zip(values, saved, strict=True):
+                value[tower] = piece
+        self.model.set_weights([v.reshape(shape) for v, shape in zip(values, shapes, strict=True)])
+
+    def training_loss(self, history: dict[str, list[float]], tower: int) -> list[float]:
+        # one loss for the stacked model (the towers' sum): the towers' mean is what is known
+        return [float(v) / self.count for v in history.get("loss", [])]
+
+    def standalone(self, tower: int, name: str):
+        network = build_mlp(
+            self.params, self.widths[tower], self.task, self.n_classes, prefix=f"fold{tower}_"
+        )
+        tower_weights(self.model, tower, self.count, network)
+        return self.keras.Model(network.inputs[0], network.outputs[0], name=name)
+
+
+class _SideBySide:
+    """The k networks side by side in one multi-input, multi-output model (embedding inputs)."""
+
+    def __init__(self, keras, params, inputs, task: str, n_classes: int, cardinalities) -> None:
+        self.keras, self.inputs, self.count = keras, inputs, len(inputs)
+        self.networks = [
+            build_mlp(params, x.shape[1], task, n_classes, prefix=f"fold{i}_", cardinalities=cardinalities[i])
+            for i, x in enumerate(inputs)
+        ]
+        self.model = keras.Model(
+            [t.inputs[0] for t in self.networks], [t.outputs[0] for t in self.networks], name="fold_towers"
+        )
+
+    def loss(self, name: str) -> list[str]:
+        return [name] * self.count
+
+    def training_arrays(self, targets, weights, passes: int, padding: int):
+        return (
+            [_tiled(x, passes, padding) for x in self.inputs],
+            [_tiled(t, passes, padding) for t in targets],
+            [_tiled(w, passes, padding) for w in weights],
+        )
+
+    def predict(self, rows: np.ndarray) -> list[np.ndarray]:
+        pieces = []
+        for start in range(0, len(rows), EVAL_CHUNK):
+            chunk = rows[start : start + EVAL_CHUNK]
+            out = self.model([x[chunk] for x in self.inputs], training=False)
+            pieces.append([self.keras.ops.convert_to_numpy(o) for o in out])
+        return [np.concatenate([p[i] for p in pieces], axis=0) for i in range(self.count)]
+
+    def weights(self, tower: int) -> list[np.ndarray]:
+        return self.networks[tower].get_weights()
+
+    def set_weights(self, per_tower: list[list[np.ndarray]]) -> None:
+        for network, weights in zip(self.networks, per_tower, strict=True):
+            network.set_weights(weights)
+
+    def training_loss(self, history: dict[str, list[float]], tower: int) -> list[float]:
+        own = history.get(f"{self.model.output_names[tower]}_loss", history.get("loss", []))
+        return [float(v) for v in own]
+
+    def standalone(self, tower: int, name: str):
+        network = self.networks[tower]
+        return self.keras.Model(network.inputs[0], network.outputs[0], name=name)

@@ -289,5 +289,6 @@ def run_keras_search(
     if budget.trials is not None and finished_trials(study) >= budget.trials:
         return f"trial budget already reached ({budget.trials} trials)"
     timeout = None if budget.deadline is None else max(0.0, budget.seconds_left())
-    study.optimize(objective, timeout=timeout, callbacks=[record], catch=(Exception,), gc_after_trial=True)
+    # each trial starts by freeing the previous models (release_keras_memory), so Optuna need not collect too
+    study.optimize(objective, timeout=timeout, callbacks=[record], catch=(Exception,), gc_after_trial=False)
     return stop["reason"]

@@ -114,12 +114,15 @@ def test_each_tower_preprocessor_is_fitted_on_its_fold_training_rows(dev, towers
         assert not np.allclose(numbers[-1].mean_, everything.named_transformers_["numeric"][-1].mean_)
 
 
-def test_tower_ignores_the_labels_of_its_held_out_rows(dev, towers):
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_tower_ignores_the_labels_of_its_held_out_rows(dev, batch_norm):
+    params = {**PARAMS, "batch_norm": batch_norm, "l2": 1e-4}
     flipped = dev.y.copy()
     held_out = dev.folds[0].valid
     flipped[held_out] = 1 - flipped[held_out]
-    again = cross_validate_towers(PARAMS, FIXED, with_labels(dev, flipped), METRIC, seed=0)
-    before, after = tower_outputs(towers, dev.features), tower_outputs(again, dev.features)
+    first = cross_validate_towers(params, FIXED, dev, METRIC, seed=0)
+    again = cross_validate_towers(params, FIXED, with_labels(dev, flipped), METRIC, seed=0)
+    before, after = tower_outputs(first, dev.features), tower_outputs(again, dev.features)
     np.testing.assert_allclose(after[0], before[0], atol=1e-6)  # tower 0 never saw those labels
     assert np.abs(after[1] - before[1]).max() > 1e-3  # tower 1 trains on them, so it moves
 
@@ -161,3 +164,53 @@ def test_reduce_on_plateau_trials_ignore_the_labels_of_held_out_rows(dev, tmp_pa
     np.testing.assert_allclose(
         tower_outputs(after, dev.features)[0], tower_outputs(before, dev.features)[0], atol=1e-6
     )
+
+
+@pytest.mark.parametrize(("task", "n_classes"), [("binary", 2), ("multiclass", 3), ("regression", 0)])
+def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_classes):
+    import keras
+
+    from autodl.candidates.keras_towers import _Stacked
+
+    rng = np.random.default_rng(0)
+    widths = [7, 9, 8]  # fold preprocessors can emit different widths; the stack pads them
+    inputs = [rng.normal(size=(64, w)).astype(np.float32) for w in widths]
+    params = {"n_layers": 2, "units": 16, "batch_norm": True, "dropout": 0.2, "l1": 1e-5, "l2": 1e-4}
+    towers = _Stacked(keras, params, inputs, task, n_classes)
+    y = rng.integers(0, max(n_classes, 2), size=64) if task != "regression" else rng.normal(size=64)
+    targets = [y.astype(np.float32 if task == "regression" else np.int64)] * 3
+    weights = [(rng.random(64) < 0.8).astype(np.float32) for _ in widths]
+    towers.model.compile(
+        optimizer="adam",
+        loss=towers.loss(
+            {"binary": "binary_crossentropy", "regression": "mse"}.get(
+                task, "sparse_categorical_crossentropy"
+            )
+        ),
+    )
+    x, fit_y, w = towers.training_arrays(targets, weights, passes=1, padding=0)
+    towers.model.fit(x, fit_y, sample_weight=w, epochs=3, batch_size=16, verbose=0)  # BN statistics move
+    stacked = towers.predict(np.arange(64))
+    for i, x_i in enumerate(inputs):
+        alone = towers.standalone(i, name=f"fold{i}").predict(x_i, verbose=0)
+        np.testing.assert_allclose(alone, stacked[i], rtol=1e-4, atol=1e-5)
+    # snapshot/restore per tower round-trips
+    saved = [towers.weights(i) for i in range(3)]
+    towers.model.fit(x, fit_y, sample_weight=w, epochs=1, batch_size=16, verbose=0)
+    towers.set_weights(saved)
+    np.testing.assert_allclose(towers.predict(np.arange(64))[1], stacked[1], rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_towers_train_one_network_per_fold(dev):
+    space = load_space("mlp_embeddings")
+    params = {**defaults_point(space), "lr_schedule": "constant"}
+    cv = cross_validate_towers(params, FIXED, dev, METRIC, seed=0, builder="mlp_embeddings")
+    assert len(cv.models) == FOLDS and np.mean(cv.fold_scores) > 0.75, cv.fold_scores
+    for fold, pipeline in zip(dev.folds, cv.models, strict=True):
+        assert any(
+            layer.name.startswith("fold") and "embedding" in layer.name
+            for layer in pipeline[-1].model_.layers
+        )
+        np.testing.assert_allclose(
+            cv.oof[fold.valid], pipeline.predict_proba(dev.features.iloc[fold.valid]), atol=1e-6
+        )
