@@ -100,7 +100,7 @@ def run_towers(data, metric, epochs: int, layout: str = "stacked") -> dict:
     detail = result.fold_details[0]
     return {
         "seconds": result.fit_seconds,
-        "train_seconds": detail["train_seconds"],
+        "train_seconds": sum(d["train_seconds"] for d in result.fold_details),
         "epochs": detail["epochs"],
         "cv_score": result.mean,
     }
@@ -312,7 +312,7 @@ def search_share(rows: int, trials: int, repeats: int, baselines: tuple[str, ...
             stages = {"tracker_init_s": round(clock.started - started, 3), **clock.stages()}
         keras = [o for o in result.outcomes if o.family == "keras"]
         fitted = [o for o in result.outcomes if o.family == "baseline"]
-        train = sum(o.fold_details[0].get("train_seconds", 0.0) for o in keras if o.fold_details)
+        train = sum(d.get("train_seconds", 0.0) for o in keras for d in o.fold_details)
         trial_fit = sum(o.fit_seconds for o in keras)
         baseline_fit = sum(o.fit_seconds for o in fitted)
         runs.append(

@@ -87,7 +87,7 @@ def run_one(
     baselines = [o for o in result.outcomes if o.family == "baseline"]
     details = [o.fold_details[0] for o in keras if o.fold_details]
     epochs = sum(d.get("epochs", 0) for d in details)
-    train = sum(d.get("train_seconds", 0.0) for d in details)
+    train = sum(d.get("train_seconds", 0.0) for o in keras for d in o.fold_details)
     return {
         "wall_s": round(wall, 2),
         "load_profile_s": stages["prepare_s"],

@@ -138,6 +138,7 @@ class KerasTabularModel(BaseEstimator):
                     monitor="val_loss", factor=0.3, patience=max(2, self.patience // 3)
                 )
             )
+        fit_started = time.perf_counter()
         history = model.fit(
             X_train,
             y_train,
@@ -148,6 +149,7 @@ class KerasTabularModel(BaseEstimator):
             verbose=0,
             shuffle=True,
         )
+        self.train_seconds_ = time.perf_counter() - fit_started  # inside Keras' fit: training proper
         self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
         losses = self.history_.get("loss", [])
         if not losses or not all(math.isfinite(v) for v in losses):

@@ -1,15 +1,16 @@
 """k-fold CV of one network configuration as ONE Keras model with k independent towers.
 
 Training is bound by per-step overhead on CPUs, so k separate fits cost about k times one fit,
-plus k tracings. Here tower i sees only fold i's training rows (per-output sample weights of 0
-elsewhere), is early-stopped on its own inner validation rows, and is scored on fold i's held-out
-rows, as a separate fit would be; the model is traced and compiled once per trial. Nothing a
-tower learns depends on another fold's labels: optimizer state is per variable, schedules are
-data-independent (a shared reduce-on-plateau schedule would not be, so it is refused here), and
-the all-towers-done stop comes after each tower's own best epoch. One difference remains: with
-batch normalization, a tower's batch statistics include the feature values (never the labels)
-of rows it does not train on. Each tower is then a standalone network, paired with its fold's
-preprocessing.
+plus k tracings. Here the k fold networks are one stacked network (each layer holds one kernel
+per tower), traced and compiled once per trial. Tower i walks through fold i's training rows
+only (each position of a batch holds a different row for each tower), is early-stopped on its
+own inner validation rows, and is scored on fold i's held-out rows, as a separate fit would be.
+Nothing a tower learns depends on another fold's rows: weights, optimizer state and batch
+statistics are per tower, schedules are data-independent (a shared reduce-on-plateau schedule
+would not be, so it is refused here), and the all-towers-done stop comes after each tower's own
+best epoch. Each tower is then copied out as a standalone network, paired with its fold's
+preprocessing. Embedding spaces (per-fold vocabularies) put k separate networks side by side
+in one model instead, with the same row walks.
 """
 
 from __future__ import annotations
@@ -68,16 +69,14 @@ def cross_validate_towers(
     fraction = float(fixed["validation_fraction"])
 
     style = "embedding" if builder == "mlp_embeddings" else "dense"
-    preprocessors, inputs, targets, weights, valid_rows, scales, cardinalities = [], [], [], [], [], [], []
+    preprocessors, inputs, targets, train_rows, valid_rows, scales, cardinalities = [], [], [], [], [], [], []
     for fold in folds:
         pre = build_preprocessor(data.profile, style).fit(data.features.iloc[fold.train], data.y[fold.train])
         preprocessors.append(pre)
         cardinalities.append(tuple(category_cardinalities(pre)) if style == "embedding" else ())
         inputs.append(np.asarray(pre.transform(data.features), dtype=np.float32))
         train_pos, valid_pos = inner_split(data.y[fold.train], task=task, fraction=fraction, seed=seed)
-        weight = np.zeros(len(data.y), dtype=np.float32)
-        weight[fold.train[train_pos]] = 1.0
-        weights.append(weight)
+        train_rows.append(fold.train[train_pos])
         valid_rows.append(fold.train[valid_pos])
         if task == "regression":
             train_y = data.y[fold.train[train_pos]]
@@ -93,9 +92,9 @@ def cross_validate_towers(
     else:
         towers = _Stacked(keras, params, inputs, task, n_classes)
     del inputs  # the towers hold what they need (the stacked layout: one padded copy)
-    share = float(np.mean([w.mean() for w in weights]))  # rows each tower trains on, per batch row
-    batch_size = int(min(len(data.y), max(8, round(int(params.get("batch_size", 64)) / max(share, 1e-3)))))
-    steps = math.ceil(len(data.y) / batch_size)
+    longest = max(len(rows) for rows in train_rows)
+    batch_size = int(min(longest, max(8, int(params.get("batch_size", 64)))))
+    steps = math.ceil(longest / batch_size)
     # On small data an epoch is a handful of steps and Keras' fixed per-epoch cost dominates:
     # one "epoch" then makes `passes` passes over the rows, and epoch budgets shrink to match.
     passes = max(1, math.ceil(MIN_STEPS_PER_EPOCH / steps))
@@ -116,10 +115,8 @@ def cross_validate_towers(
     stopper = _deadline_callback(deadline)
     monitor = _tower_monitor(keras, towers, union, position, valid_rows, targets, task, patience, after_epoch)
     callbacks = [stopper, monitor]
-    # Padded with zero-weight rows to whole batches: a last, smaller batch would make Keras
-    # trace the k-tower training step a second time.
-    padding = -(len(data.y) * passes) % batch_size
-    fit_x, fit_y, fit_weights = towers.training_arrays(targets, weights, passes, padding)
+    order, mask = _tower_orders(train_rows, passes, seed)
+    fit_x, fit_y, fit_weights = towers.training_arrays(targets, order, mask)
     fit_started = time.perf_counter()
     history = towers.model.fit(
         fit_x,
@@ -166,17 +163,29 @@ def cross_validate_towers(
                 "best_epoch": monitor.best_epoch[i] + 1,
                 "epochs": len(losses),
                 "n_parameters": estimator.n_parameters_,
-                "train_seconds": train_seconds,
+                "train_seconds": train_seconds / len(folds),  # this tower's share of the joint fit
             },
         )
     return collected.result()
 
 
-def _tiled(values: np.ndarray, passes: int, padding: int) -> np.ndarray:
-    """`values` repeated `passes` times along rows, then `padding` rows of zeros."""
-    out = np.zeros((len(values) * passes + padding, *values.shape[1:]), dtype=values.dtype)
-    out[: len(values) * passes] = np.tile(values, (passes,) + (1,) * (values.ndim - 1))
-    return out
+def _tower_orders(train_rows: list[np.ndarray], passes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which row each tower trains on at each position: (positions, towers) indices and weights.
+
+    Towers never share weights, so position p may hold a different row for each tower: tower i
+    walks through its own training rows only (`passes` shuffled passes), and a tower with fewer
+    rows than the longest is topped up with zero-weight rows. Each tower thus computes on its
+    training rows alone, instead of on every row with the others masked out.
+    """
+    rng = np.random.default_rng(seed)
+    length = passes * max(len(rows) for rows in train_rows)
+    order = np.empty((length, len(train_rows)), dtype=np.int64)
+    mask = np.zeros((length, len(train_rows)), dtype=np.float32)
+    for i, rows in enumerate(train_rows):
+        walk = np.concatenate([rng.permutation(rows) for _ in range(passes)])
+        order[:, i] = np.concatenate([walk, rng.choice(rows, size=length - len(walk))])
+        mask[: len(walk), i] = 1.0
+    return order, mask
 
 
 def _tower_monitor(keras, *args):
@@ -234,7 +243,7 @@ class _Towers(Protocol):
 
     def loss(self, name: str) -> Any: ...
 
-    def training_arrays(self, targets, weights, passes: int, padding: int) -> tuple[Any, Any, Any]: ...
+    def training_arrays(self, targets, order: np.ndarray, mask: np.ndarray) -> tuple[Any, Any, Any]: ...
 
     def predict(self, rows: np.ndarray) -> list[np.ndarray]: ...
 
@@ -261,13 +270,13 @@ class _Stacked:
     def loss(self, name: str) -> str:
         return name
 
-    def training_arrays(self, targets, weights, passes: int, padding: int):
-        y = np.stack(targets, axis=1)
+    def training_arrays(self, targets, order: np.ndarray, mask: np.ndarray):
+        towers = np.arange(self.count)
+        y = np.stack(targets, axis=1)[order, towers]
         y = y[..., None] if self.task in ("binary", "regression") else y
         # Keras averages the loss over all (row, tower) pairs; x k gives the sum of the towers'
         # mean losses, as k separate outputs would.
-        w = np.stack(weights, axis=1) * self.count
-        return _tiled(self.x, passes, padding), _tiled(y, passes, padding), _tiled(w, passes, padding)
+        return self.x[order, towers], y, mask * self.count
 
     def predict(self, rows: np.ndarray) -> list[np.ndarray]:
         pieces = []
@@ -320,11 +329,11 @@ class _SideBySide:
     def loss(self, name: str) -> list[str]:
         return [name] * self.count
 
-    def training_arrays(self, targets, weights, passes: int, padding: int):
+    def training_arrays(self, targets, order: np.ndarray, mask: np.ndarray):
         return (
-            [_tiled(x, passes, padding) for x in self.inputs],
-            [_tiled(t, passes, padding) for t in targets],
-            [_tiled(w, passes, padding) for w in weights],
+            [x[order[:, i]] for i, x in enumerate(self.inputs)],
+            [t[order[:, i]] for i, t in enumerate(targets)],
+            [mask[:, i] for i in range(self.count)],
         )
 
     def predict(self, rows: np.ndarray) -> list[np.ndarray]:

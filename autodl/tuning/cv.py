@@ -113,4 +113,5 @@ def _fold_detail(model) -> dict:
         "best_epoch": model.best_epoch_,
         "epochs": model.epochs_trained_,
         "n_parameters": model.n_parameters_,
+        "train_seconds": getattr(model, "train_seconds_", 0.0),
     }

@@ -170,7 +170,7 @@ def test_reduce_on_plateau_trials_ignore_the_labels_of_held_out_rows(dev, tmp_pa
 def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_classes):
     import keras
 
-    from autodl.candidates.keras_towers import _Stacked
+    from autodl.candidates.keras_towers import _Stacked, _tower_orders
 
     rng = np.random.default_rng(0)
     widths = [7, 9, 8]  # fold preprocessors can emit different widths; the stack pads them
@@ -179,7 +179,7 @@ def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_cla
     towers = _Stacked(keras, params, inputs, task, n_classes)
     y = rng.integers(0, max(n_classes, 2), size=64) if task != "regression" else rng.normal(size=64)
     targets = [y.astype(np.float32 if task == "regression" else np.int64)] * 3
-    weights = [(rng.random(64) < 0.8).astype(np.float32) for _ in widths]
+    train_rows = [np.flatnonzero(rng.random(64) < 0.8) for _ in widths]
     towers.model.compile(
         optimizer="adam",
         loss=towers.loss(
@@ -188,7 +188,7 @@ def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_cla
             )
         ),
     )
-    x, fit_y, w = towers.training_arrays(targets, weights, passes=1, padding=0)
+    x, fit_y, w = towers.training_arrays(targets, *_tower_orders(train_rows, passes=2, seed=0))
     towers.model.fit(x, fit_y, sample_weight=w, epochs=3, batch_size=16, verbose=0)  # BN statistics move
     stacked = towers.predict(np.arange(64))
     for i, x_i in enumerate(inputs):
@@ -214,3 +214,15 @@ def test_embedding_towers_train_one_network_per_fold(dev):
         np.testing.assert_allclose(
             cv.oof[fold.valid], pipeline.predict_proba(dev.features.iloc[fold.valid]), atol=1e-6
         )
+
+
+def test_each_tower_walks_through_its_own_training_rows_only():
+    from autodl.candidates.keras_towers import _tower_orders
+
+    rows = [np.arange(0, 50), np.arange(30, 77), np.arange(10, 60, 2)]
+    order, mask = _tower_orders(rows, passes=2, seed=0)
+    assert order.shape == mask.shape == (100, 3)
+    for i, own in enumerate(rows):
+        assert set(order[:, i]) <= set(own)  # never another fold's row, even as padding
+        counted = np.bincount(order[mask[:, i] == 1, i], minlength=77)
+        assert np.all(counted[own] == 2) and counted.sum() == 2 * len(own)  # each row once per pass
