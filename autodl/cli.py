@@ -6,7 +6,6 @@ Heavy libraries are imported inside the commands so `autodl --help` stays fast.
 from __future__ import annotations
 
 import re
-import signal
 import sys
 import tempfile
 import traceback
@@ -168,15 +167,12 @@ def search(
     from autodl.api import make_tracker
     from autodl.orchestrate import run_search
     from autodl.report import RichReporter
+    from autodl.runtime import install_interrupt_handlers
 
-    signal.signal(signal.SIGTERM, _interrupt)  # a polite kill stops like Ctrl-C: work is kept
+    install_interrupt_handlers()  # Ctrl-C, and a polite kill (SIGTERM) alike: work is kept
     result = run_search(config, data, reporter=RichReporter(), tracker=make_tracker(config))
     if result.interrupted:
         raise typer.Exit(130)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _parse_baselines(text: str | None) -> tuple[str, ...] | None:

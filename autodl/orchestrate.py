@@ -154,6 +154,7 @@ def run_search(
             stop_reason = _run_keras(config, prepared, record, adopt, reporter, output_dir, deadline, done)
     except KeyboardInterrupt:
         interrupted, stop_reason = True, "interrupted"
+        runtime.interrupt_handled()
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C exits at once
         reporter.note(
             "Interrupted: finishing with the candidates completed so far (Ctrl-C again quits at once)."
@@ -279,6 +280,7 @@ def _run_baselines(baselines, prepared: Prepared, record, reporter, config, seco
         return
     reporter.phase("baselines", len(baselines), seconds_left())
     for candidate in baselines:
+        runtime.check_interrupt()
         left = seconds_left()
         spent = left is not None and config.time_limit and left < (1 - BASELINE_SHARE) * config.time_limit
         if spent and candidate.name != "dummy":

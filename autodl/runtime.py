@@ -70,3 +70,45 @@ def release_keras_memory() -> None:
         for name in [name for name in registry if name.startswith("CustomGradient-")]:
             del registry[name]
     keras.backend.clear_session(free_memory=True)  # its garbage collection now frees those graphs
+
+
+_interrupt_requested = False
+
+
+def install_interrupt_handlers() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt, and the request is also remembered.
+
+    Python swallows (and prints) an exception raised inside a weakref callback or `__del__`, which
+    is where a signal often lands while garbage collection frees the previous trial's models; the
+    remembered request is raised again at the next check (`check_interrupt`), and such swallowed
+    interrupts are not printed.
+    """
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, _request_interrupt)
+    signal.signal(signal.SIGTERM, _request_interrupt)
+    default_hook = sys.unraisablehook
+
+    def quiet_interrupts(unraisable) -> None:
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            default_hook(unraisable)
+
+    sys.unraisablehook = quiet_interrupts
+
+
+def _request_interrupt(signum, frame) -> None:
+    global _interrupt_requested
+    _interrupt_requested = True
+    raise KeyboardInterrupt
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if an interrupt was requested and not yet handled."""
+    if _interrupt_requested:
+        raise KeyboardInterrupt
+
+
+def interrupt_handled() -> None:
+    global _interrupt_requested
+    _interrupt_requested = False

@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 
 from autodl.candidates.builders import build_mlp, build_optimizer, loss_for
-from autodl.runtime import import_keras
+from autodl.runtime import check_interrupt, import_keras
 
 PREDICT_CHUNK = 16384
 MIN_VALIDATION_ROWS = 16
@@ -58,6 +58,7 @@ def _deadline_callback(deadline: float | None):
             self._epoch_started = time.monotonic()
 
         def on_train_batch_end(self, batch, logs=None):
+            check_interrupt()  # one that landed in garbage collection and was swallowed
             if logs and not math.isfinite(float(logs.get("loss", 0.0))):
                 self.model.stop_training = (
                     True  # diverged: the caller reports it (quietly, unlike TerminateOnNaN)

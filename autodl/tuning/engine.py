@@ -15,7 +15,7 @@ from autodl.candidates.keras_towers import cross_validate_towers
 from autodl.errors import ConfigError
 from autodl.metrics import Metric
 from autodl.result import CandidateOutcome
-from autodl.runtime import release_keras_memory
+from autodl.runtime import check_interrupt, release_keras_memory
 from autodl.spaces.schema import SearchSpace
 from autodl.spaces.suggest import suggest_params, warm_start_points
 from autodl.tuning.cv import CVResult, DeadlineReached, DevData, cross_validate
@@ -241,6 +241,7 @@ def run_keras_search(
                 raise optuna.TrialPruned(f"pruned after {described}: behind the earlier trials")
 
         release_keras_memory()
+        check_interrupt()  # a Ctrl-C during that garbage collection is swallowed by Python
         try:
             result = trials.evaluate(
                 trial, data, metric, seed=seed + trial.number, deadline=budget.deadline, report=report
