@@ -70,6 +70,22 @@ def release_keras_memory() -> None:
         for name in [name for name in registry if name.startswith("CustomGradient-")]:
             del registry[name]
     keras.backend.clear_session(free_memory=True)  # its garbage collection now frees those graphs
+    _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise: ~1.5 MiB per trial of
+    fragmentation showed as growth in RSS). A no-op where the C library has no malloc_trim."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return
+    if trim is not None:
+        trim(0)
 
 
 _interrupt_requested = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 OUTPUTS = {"binary": (1, "sigmoid"), "regression": (1, None)}
@@ -147,6 +148,7 @@ def tower_weights(stacked, tower: int, towers: int, network) -> None:
         layer.set_weights(values)
 
 
+@functools.cache  # one class per process: a class made per model would be kept alive per trial
 def _tower_dense_class():
     """A Dense layer with one kernel per tower: (batch, towers, d) -> (batch, towers, units)."""
     import keras
