@@ -89,6 +89,7 @@ def _return_freed_memory() -> None:
 
 
 _interrupt_requested = False
+_previous_unraisablehook = None
 
 
 def install_interrupt_handlers() -> None:
@@ -104,13 +105,15 @@ def install_interrupt_handlers() -> None:
 
     signal.signal(signal.SIGINT, _request_interrupt)
     signal.signal(signal.SIGTERM, _request_interrupt)
-    default_hook = sys.unraisablehook
+    if sys.unraisablehook is not _quiet_interrupts:  # installed once, however often called
+        global _previous_unraisablehook
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _quiet_interrupts
 
-    def quiet_interrupts(unraisable) -> None:
-        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
-            default_hook(unraisable)
 
-    sys.unraisablehook = quiet_interrupts
+def _quiet_interrupts(unraisable) -> None:
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        _previous_unraisablehook(unraisable)
 
 
 def _request_interrupt(signum, frame) -> None:

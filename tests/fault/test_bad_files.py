@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fault_harness import (
+from cli_harness import (
     QUICK,
     assert_no_crash,
     assert_one_line_error,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fault_harness import TITANIC, start_cli
+from cli_harness import TITANIC, start_cli
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
-from fault_harness import QUICK, assert_one_line_error, assert_search_ok, run_cli
+from cli_harness import QUICK, assert_one_line_error, assert_search_ok, run_cli
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fault_harness import assert_no_crash, run_cli
+from cli_harness import assert_no_crash, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -7,98 +7,44 @@ which is exactly what a user sees.
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from cli_harness import ANSI, Outcome, cli_env, run_cli
+from cli_harness import assert_one_line_error as harness_one_line_error
 
-from autodl import cli
 from autodl.data.load import read_table
 
-REPO = Path(__file__).resolve().parents[2]
 FAST = ["--no-tracking", "--trials", "0", "--time-limit", "5"]
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def _plain(text: str) -> str:
-    return ANSI.sub("", text)
 
 
 @pytest.fixture
-def run_main(monkeypatch, capsys):
-    """Run `autodl <args>` through cli.main() in this process; environment restored afterwards."""
-    saved_env = dict(os.environ)
-
-    def run(*args: str) -> Outcome:
-        monkeypatch.setattr(sys, "argv", ["autodl", *map(str, args)])
-        capsys.readouterr()
-        with warnings.catch_warnings(record=True) as caught:
-            # What a user's terminal would show: every warning but the deprecations Python hides.
-            warnings.simplefilter("always")
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", PendingDeprecationWarning)
-            try:
-                cli.main()
-            except SystemExit as exit_:
-                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-            else:
-                code = 0
-        captured = capsys.readouterr()
-        shown = "".join(
-            warnings.formatwarning(w.message, w.category, w.filename, w.lineno, None) for w in caught
-        )
-        return Outcome(code, _plain(captured.out), shown + _plain(captured.err))
-
-    yield run
-    os.environ.clear()
-    os.environ.update(saved_env)
+def run_main():
+    """Run `autodl <args>` through cli.main() in this process."""
+    return run_cli
 
 
 def run_subprocess(*args: str, cwd: Path) -> Outcome:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
     done = subprocess.run(
         [sys.executable, "-m", "autodl.cli", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env=env,
+        env=cli_env(),
         timeout=60,
     )
-    return Outcome(done.returncode, _plain(done.stdout), _plain(done.stderr))
+    return Outcome(done.returncode, ANSI.sub("", done.stdout), ANSI.sub("", done.stderr))
 
 
 def assert_one_line_error(outcome: Outcome, *needles: str) -> str:
-    """Exit 2, exactly one non-empty stderr line with 'Fix:', no traceback; returns the line."""
-    assert "Traceback" not in outcome.stdout and "Traceback" not in outcome.stderr, outcome.stderr
-    assert outcome.code == 2, (outcome.code, outcome.stdout, outcome.stderr)
-    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, outcome.stderr
-    assert len(outcome.stderr.strip().splitlines()) == 1, outcome.stderr
-    line = lines[0]
-    assert "Fix:" in line, line
-    assert line.startswith("error:"), line
+    """Exit 2, exactly one stderr line with the problem before 'Fix:', no traceback; returns the line."""
+    line = harness_one_line_error(outcome, *needles)
+    assert len(outcome.stderr.strip().splitlines()) == 1, outcome.stderr  # not even a blank line
     assert not line.endswith("?."), line
-    # The problem is named before the fix, not only in it.
-    assert line.index("Fix:") > len("error: ") + 5, line
-    for needle in needles:
-        assert needle in line, (needle, line)
     return line
 
 

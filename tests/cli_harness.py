@@ -1,8 +1,8 @@
-"""Running the `autodl` CLI the way a user does, for the fault tests, and checking what they see.
+"""Running the `autodl` CLI the way a user does, and checking what they see (bad-input and fault tests).
 
-In-process runs go through the real entry point `autodl.cli.main()` like
-tests/unit/test_bad_inputs.py does (stdout, stderr and warnings captured as the terminal would show
-them) and are bounded by a SIGALRM watchdog, so a hang fails the test instead of stalling it.
+In-process runs go through the real entry point `autodl.cli.main()` (stdout, stderr and warnings
+captured as the terminal would show them) and are bounded by a SIGALRM watchdog, so a hang fails
+the test instead of stalling it.
 Real processes are used where signals, kills or a fresh interpreter matter.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from autodl import cli
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TITANIC = REPO / "examples" / "data" / "titanic.csv"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # A search that only fits the linear baseline on 2 folds: a second or two on small data.
