@@ -91,6 +91,14 @@ def search(
             help="Trials run at once, each in its own process (one per CPU core is the most that helps)."
         ),
     ] = 1,
+    trials_per_process: Annotated[
+        int,
+        typer.Option(
+            "--trials-per-process",
+            help="Keras trials one process runs before a fresh process takes over the search "
+            "(TensorFlow keeps memory for every network shape it has run; this bounds it).",
+        ),
+    ] = 50,
     max_epochs: Annotated[
         int | None,
         typer.Option("--max-epochs", help="Cap on epochs per network (default: from the space)."),
@@ -151,6 +159,7 @@ def search(
         pruner=pruner,
         capacity_check=capacity_check,
         workers=workers,
+        trials_per_process=trials_per_process,
         max_epochs=max_epochs,
         baselines=_parse_baselines(baselines),
         drop_columns=tuple(drop or ()),

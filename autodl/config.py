@@ -31,6 +31,7 @@ class SearchConfig:
     pruner: str = "median"
     capacity_check: bool = True
     workers: int = 1
+    trials_per_process: int = 50
     max_epochs: int | None = None
     baselines: tuple[str, ...] | None = None
     drop_columns: tuple[str, ...] = ()
@@ -84,6 +85,11 @@ class SearchConfig:
             raise ConfigError(
                 f"--workers must be an integer of at least 1, got {self.workers!r}",
                 "pass --workers 2 to run two trials at once (one per CPU core)",
+            )
+        if not (isinstance(self.trials_per_process, int) and self.trials_per_process >= 1):
+            raise ConfigError(
+                f"--trials-per-process must be an integer of at least 1, got {self.trials_per_process!r}",
+                "pass --trials-per-process 50 (the default)",
             )
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ConfigError(

@@ -12,6 +12,7 @@ import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,7 @@ def run_search(
     if previous is not None:
         outcomes = store.outcomes()
         tracker.catch_up(outcomes, prepared.metric.name)
-        for name, family, cv in store.load_candidates():
+        for name, family, cv in store.load_candidates(with_models=False):
             pool.add(name, family, cv, persist=False)
         reporter.info(
             f"Resuming: {len(outcomes)} candidates already finished, {len(pool.scores)} kept for the final model."
@@ -134,7 +135,7 @@ def run_search(
 
     def adopt(outcome: CandidateOutcome) -> None:
         """A trial a worker process finished: its files are already in the store."""
-        cv = store.load_candidate(outcome.name) if outcome.state == "complete" else None
+        cv = store.load_candidate(outcome.name, with_models=False) if outcome.state == "complete" else None
         if cv is not None:
             pool.add(outcome.name, outcome.family, cv, persist=False)
         announce(outcome)
@@ -312,9 +313,11 @@ def _run_keras(
     """Capacity check, then the Optuna search (with `config.workers - 1` worker processes).
 
     `record` takes the main process's finished trials; `adopt` those the workers finished.
+    After `config.trials_per_process` trials, fresh worker processes carry the search on.
     """
     from autodl.tuning.capacity import check_capacity
-    from autodl.tuning.engine import Budget, enqueue_warm_start, open_study, run_keras_search
+    from autodl.tuning.engine import HANDOVER, Budget, enqueue_warm_start, open_study, run_keras_search
+    from autodl.tuning.workers import WorkerPayload, Workers
 
     if deadline is not None and deadline - time.monotonic() <= 1:
         return "time limit reached before the Keras search"
@@ -344,11 +347,21 @@ def _run_keras(
         _record_killed_trials(study, known, record)
     enqueue_warm_start(study, prepared.trials)
     reporter.phase("keras", config.trials, None if deadline is None else deadline - time.monotonic())
-    workers = _start_workers(config, prepared, output_dir, deadline)
+    payload = partial(
+        WorkerPayload,
+        config=config,
+        data=prepared.dev,
+        metric_name=prepared.metric.name,
+        output_dir=output_dir,
+        deadline=deadline,
+    )
+    workers = Workers(first_index=config.workers)
+    for index in range(1, config.workers):
+        workers.start(payload(index))
 
     def on_outcome(outcome: CandidateOutcome, cv: CVResult | None) -> None:
         record(outcome, cv)
-        for found in workers.poll() if workers else ():
+        for found in workers.poll():
             adopt(found)
 
     try:
@@ -360,18 +373,22 @@ def _run_keras(
             budget=Budget(config.trials, deadline),
             seed=config.seed,
             on_outcome=on_outcome,
+            process_trials=config.trials_per_process,
         )
-        if workers:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic()) + 60
-            failed = [code for code in workers.join(wait) if code != 0]
-            if failed:
-                reporter.note(f"{len(failed)} worker process(es) ended with an error (exit codes {failed})")
+        if reason == HANDOVER:  # this process ran its share: a fresh one goes on with the search
+            workers.take_over(payload(0))
+        workers.wait(adopt, deadline)
+        if reason == HANDOVER:
+            reason = workers.stop_reason or "a trial process ended with an error"
+        if workers.exit_codes:
+            reporter.note(
+                f"{len(workers.exit_codes)} trial process(es) ended with an error (exit codes {workers.exit_codes})"
+            )
     except BaseException:
-        if workers:
-            workers.stop()
+        workers.stop()
         raise
     finally:
-        for found in workers.poll() if workers else ():
+        for found in workers.poll():
             adopt(found)
     return reason
 
@@ -408,18 +425,6 @@ def _record_killed_trials(study, known: set[str], record) -> None:
         )
 
 
-def _start_workers(config: SearchConfig, prepared: Prepared, output_dir: Path, deadline):
-    if config.workers <= 1:
-        return None
-    from autodl.tuning.workers import WorkerPayload, Workers
-
-    payloads = [
-        WorkerPayload(i, config, prepared.dev, prepared.metric.name, output_dir, deadline)
-        for i in range(1, config.workers)
-    ]
-    return Workers(payloads)
-
-
 def _finalize(
     config, prepared: Prepared, pool, outcomes, output_dir, stop_reason, interrupted, started, tracker
 ) -> SearchResult:
@@ -427,7 +432,7 @@ def _finalize(
     weights = select_ensemble(pool.oof, dev.y, metric) if config.final == "ensemble" else {pool.best(): 1.0}
     cv_score = metric(dev.y, blend(pool.oof, weights))
     model = TabularModel(
-        members=[Member(name, weight, pool.models[name]) for name, weight in weights.items()],
+        members=[Member(name, weight, pool.fold_models(name)) for name, weight in weights.items()],
         task=dataset.task.kind,
         classes=dataset.task.classes,
         columns=[str(c) for c in dataset.features.columns],

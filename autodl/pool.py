@@ -23,17 +23,19 @@ class CandidatePool:
         self.store = store
         self.scores: dict[str, float] = {}
         self.oof: dict[str, np.ndarray] = {}
-        self.models: dict[str, list] = {}
+        self.models: dict[str, list | None] = {}  # None: still on disk only
         self.family: dict[str, str] = {}
 
     def add(self, name: str, family: str, cv: CVResult, *, persist: bool = True) -> None:
+        """Keep a candidate; with `persist=False` it is already in the store, and a `cv` without
+        models (loaded with `with_models=False`) leaves them there until `fold_models` asks."""
         if name == "dummy":  # the reference floor, never a useful ensemble member
             return
         self.scores[name], self.family[name], self.oof[name], self.models[name] = (
             cv.mean,
             family,
             cv.oof,
-            cv.models,
+            cv.models or None,
         )
         keras = sorted(
             (n for n in self.scores if self.family[n] == "keras"),
@@ -47,6 +49,12 @@ class CandidatePool:
             self.store.drop_candidate(old)
         if persist and name not in evicted:
             self.store.save_candidate(name, family, cv)
+
+    def fold_models(self, name: str) -> list:
+        """The candidate's fitted fold models, loaded from the store the first time if needed."""
+        if self.models[name] is None:
+            self.models[name] = self.store.load_candidate(name).models
+        return self.models[name]
 
     def best(self) -> str:
         return sorted(self.scores, key=lambda n: self.scores[n], reverse=self.metric.greater_is_better)[0]

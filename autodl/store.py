@@ -91,20 +91,27 @@ class RunStore:
     def drop_candidate(self, name: str) -> None:
         shutil.rmtree(self.folder / CANDIDATES / name, ignore_errors=True)
 
-    def load_candidate(self, name: str) -> CVResult | None:
-        """One kept candidate, or None when it was dropped or its files are incomplete."""
+    def load_candidate(self, name: str, *, with_models: bool = True) -> CVResult | None:
+        """One kept candidate, or None when it was dropped or its files are incomplete.
+
+        Without `with_models` its fold models are left on disk (`models` is empty): loading
+        Keras networks costs time and memory the search only needs for the final model.
+        """
         meta_path = self.folder / CANDIDATES / name / "candidate.json"
         if not meta_path.is_file():
             return None
-        return self._load(meta_path)[2]
+        return self._load(meta_path, with_models)[2]
 
-    def load_candidates(self) -> list[tuple[str, str, CVResult]]:
+    def load_candidates(self, *, with_models: bool = True) -> list[tuple[str, str, CVResult]]:
         """Candidates whose files are complete (a kill mid-save leaves no candidate.json)."""
-        return [self._load(path) for path in sorted((self.folder / CANDIDATES).glob("*/candidate.json"))]
+        return [
+            self._load(path, with_models)
+            for path in sorted((self.folder / CANDIDATES).glob("*/candidate.json"))
+        ]
 
-    def _load(self, meta_path: Path) -> tuple[str, str, CVResult]:
+    def _load(self, meta_path: Path, with_models: bool) -> tuple[str, str, CVResult]:
         meta = json.loads(meta_path.read_text())
         folder = meta_path.parent
-        models = load_pipelines(meta["parts"], folder)
+        models = load_pipelines(meta["parts"], folder) if with_models else []
         cv = CVResult(meta["fold_scores"], np.load(folder / "oof.npy"), models, meta["fit_seconds"])
         return meta["name"], meta["family"], cv

@@ -21,6 +21,9 @@ from autodl.spaces.suggest import suggest_params, warm_start_points
 from autodl.tuning.cv import CVResult, DeadlineReached, DevData, cross_validate
 
 MAX_CONSECUTIVE_FAILURES = 5
+# What run_keras_search returns when this process has run its share of trials and a fresh
+# process should take over the search (see autodl.tuning.workers).
+HANDOVER = "this process ran its share of trials"
 
 
 @dataclass(frozen=True)
@@ -216,18 +219,21 @@ def run_keras_search(
     budget: Budget,
     seed: int,
     on_outcome: Callable[[CandidateOutcome, CVResult | None], None],
+    process_trials: int | None = None,
 ) -> str:
     """Run trials until the budget is spent; each finished trial is passed to `on_outcome`.
 
     `trials` turns an Optuna trial into a cross-validated model (a declarative space, or a Keras
-    Tuner hypermodel). Returns why the search stopped. A trial that raises is recorded as failed
-    with its reason and the search goes on; after MAX_CONSECUTIVE_FAILURES failures in a row the
-    search stops.
+    Tuner hypermodel). Returns why the search stopped, or HANDOVER once this call has finished
+    `process_trials` trials with budget left. A trial that raises is recorded as failed with its
+    reason and the search goes on; after MAX_CONSECUTIVE_FAILURES failures in a row the search
+    stops.
     """
     import optuna
 
     cv_results: dict[int, CVResult] = {}
     failures_in_a_row = 0
+    finished_here = 0
     stop = {"reason": "time limit reached"}
 
     def objective(trial) -> float:
@@ -262,7 +268,7 @@ def run_keras_search(
         return result.mean
 
     def record(study, trial) -> None:
-        nonlocal failures_in_a_row
+        nonlocal failures_in_a_row, finished_here
         state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name)
         if state is None:
             return
@@ -280,12 +286,18 @@ def run_keras_search(
         )
         on_outcome(outcome, result)
         failures_in_a_row = failures_in_a_row + 1 if state == "failed" else 0
+        finished_here += 1
         if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
             stop["reason"] = f"{failures_in_a_row} trials failed in a row (last: {outcome.reason})"
-            study.stop()
-        if budget.trials is not None and finished_trials(study) >= budget.trials:
+        elif budget.trials is not None and finished_trials(study) >= budget.trials:
             stop["reason"] = f"trial budget reached ({budget.trials} trials)"
-            study.stop()
+        elif budget.seconds_left() <= 0:
+            stop["reason"] = "time limit reached"
+        elif process_trials is not None and finished_here >= process_trials:
+            stop["reason"] = HANDOVER
+        else:
+            return
+        study.stop()
 
     if budget.trials is not None and finished_trials(study) >= budget.trials:
         return f"trial budget already reached ({budget.trials} trials)"

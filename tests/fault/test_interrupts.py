@@ -132,8 +132,22 @@ def _running_trials(journal: Path) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def _kill_and_resume(tmp_path: Path, *, when: str, tracking: bool) -> tuple[list[dict], Path, str]:
-    """SIGKILL a search (`when`: 'baselines' or 'trial'), then resume it with the same flags.
+    """SIGKILL a search, then resume it with the same flags. `when`: 'baselines', 'trial', or
+    'handover' (during a trial of the fresh process that took the search over after one trial).
 
     Returns the records of the killed run, the output folder and the MLflow store.
     """
@@ -144,17 +158,33 @@ def _kill_and_resume(tmp_path: Path, *, when: str, tracking: bool) -> tuple[list
     flags = [*SEARCH, "--trials", trials, "--output", output, "--experiment", "kill-resume"]
     if not tracking:
         flags.append("--no-tracking")
+    if when == "handover":
+        flags += ["--trials-per-process", "1"]
     process = start_cli(*flags, cwd=tmp_path, MLFLOW_TRACKING_URI=store)
+    worker = None
     if when == "baselines":  # right after the last baseline: before the Keras search has started
         deadline = time.monotonic() + STARTUP_LIMIT
         while not any(r["name"] == "linear" for r in _records(output)):
             assert process.poll() is None and time.monotonic() < deadline, _read(tmp_path, "stderr.txt")
             time.sleep(0.05)
+    elif when == "handover":
+        _wait_for_keras_trial(process, output, tmp_path)
+        deadline = time.monotonic() + STARTUP_LIMIT
+        while not (_children(process.pid) and _running_trials(output / "study.journal")):
+            assert process.poll() is None and time.monotonic() < deadline, _read(tmp_path, "stderr.txt")
+            time.sleep(0.2)
+        [worker] = _children(process.pid)
     else:
         _wait_for_keras_trial(process, output, tmp_path)
         time.sleep(1.0)  # into the next trial
     process.kill()
     process.wait(timeout=30)
+    if worker is not None:  # the worker dies with the search instead of writing on into the study
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{worker}").exists(), "the trial process outlived the killed search"
+        assert _running_trials(output / "study.journal"), "an orphaned trial process finished its trial"
     first = _records(output)
     assert not (output / "summary.json").exists()
     if when == "trial" and not _running_trials(output / "study.journal"):
@@ -211,6 +241,12 @@ def test_sigkill_during_a_trial_then_resume_leaves_no_mlflow_run_running(tmp_pat
     first, output, store = _kill_and_resume(tmp_path, when="trial", tracking=True)
     _check_nothing_lost_or_repeated(first, output)
     _check_no_run_left_running(output, store)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker in /proc")
+def test_sigkill_while_a_fresh_process_runs_the_trials_then_resume(tmp_path):
+    first, output, _ = _kill_and_resume(tmp_path, when="handover", tracking=False)
+    _check_nothing_lost_or_repeated(first, output)
 
 
 def test_sigkill_during_a_trial_then_resume(tmp_path):
