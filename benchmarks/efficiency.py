@@ -82,7 +82,7 @@ def side_by_side_towers():
 
     stacked = keras_towers._Stacked
     keras_towers._Stacked = lambda keras, params, inputs, task, n_classes: keras_towers._SideBySide(
-        keras, params, inputs, task, n_classes, [()] * len(inputs)
+        keras, params, [inputs.dense(i) for i in range(inputs.towers)], task, n_classes, [()] * inputs.towers
     )
     try:
         yield

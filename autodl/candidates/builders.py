@@ -101,13 +101,24 @@ def loss_for(task: str) -> str:
     )
 
 
-def build_stacked_mlp(params: dict[str, Any], towers: int, n_inputs: int, task: str, n_classes: int):
-    """`towers` independent copies of `build_mlp`'s network as one model on (batch, towers, n_inputs).
+def build_stacked_mlp(
+    params: dict[str, Any],
+    towers: int,
+    n_values: int,
+    task: str,
+    n_classes: int,
+    one_hot: tuple[int, int] = (0, 0),
+):
+    """`towers` independent copies of `build_mlp`'s network as one model on (batch, towers, features).
 
     Every weight carries a leading tower axis (batch normalization's, flattened) and towers never
     mix, so tower i trains exactly like a separate network; one model has a fraction of the
     operations of `towers` separate ones, which makes tracing and small-batch steps several
     times cheaper. Layer names match `build_mlp`'s, which `tower_weights` relies on.
+
+    Inputs: `n_values` feature values per tower, and with `one_hot = (n_positions, width)` the
+    positions of the ones in a one-hot block of `width` columns (position `width`: none), which
+    the model expands itself: a one-hot block held in memory as positions is ~30x smaller.
     """
     import keras
     from keras import layers, regularizers
@@ -116,8 +127,12 @@ def build_stacked_mlp(params: dict[str, Any], towers: int, n_inputs: int, task: 
     regularizer = regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
     activation = params.get("activation", "relu")
     dense = _tower_dense_class()
-    inputs = keras.Input(shape=(towers, n_inputs), name="features")
-    x = inputs
+    inputs = [keras.Input(shape=(towers, n_values), name="features")]
+    x = inputs[0]
+    n_positions, width = one_hot
+    if n_positions:
+        inputs.append(keras.Input(shape=(towers, n_positions), dtype="int32", name="one_hot_positions"))
+        x = _one_hot_block_class()(width, name="one_hot_block")(inputs[0], inputs[1])
     for i, (units, dropout) in enumerate(zip(layer_widths(params), layer_dropouts(params), strict=True)):
         x = dense(towers, units, kernel_regularizer=regularizer, name=f"dense_{i}")(x)
         if params.get("batch_norm", False):
@@ -130,11 +145,16 @@ def build_stacked_mlp(params: dict[str, Any], towers: int, n_inputs: int, task: 
             x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
     units, output_activation = OUTPUTS.get(task, (n_classes, "softmax"))
     outputs = dense(towers, units, activation=output_activation, name="output")(x)
-    return keras.Model(inputs, outputs, name="stacked_mlp")
+    return keras.Model(inputs if n_positions else inputs[0], outputs, name="stacked_mlp")
 
 
-def tower_weights(stacked, tower: int, towers: int, network) -> None:
-    """Copy tower `tower` of `build_stacked_mlp`'s model into `network` (a `build_mlp` network)."""
+def tower_weights(stacked, tower: int, towers: int, network, input_rows=None) -> None:
+    """Copy tower `tower` of `build_stacked_mlp`'s model into `network` (a `build_mlp` network).
+
+    `input_rows[c]`: the row of the stacked first kernel that serves the network's input column
+    c (the stacked inputs order and pad the columns); by default the first rows, in order.
+    """
+    first = True
     for layer in network.layers:
         if not layer.weights:
             continue
@@ -144,8 +164,28 @@ def tower_weights(stacked, tower: int, towers: int, network) -> None:
         for target, value in zip(layer.weights, source.get_weights(), strict=True):
             value = value.reshape(towers, -1) if value.ndim == 1 else value
             piece = value[tower]
+            if first and input_rows is not None and piece.ndim == 2:
+                piece = piece[input_rows]
             values.append(piece[: target.shape[0]] if piece.shape != tuple(target.shape) else piece)
         layer.set_weights(values)
+        first = False
+
+
+@functools.cache
+def _one_hot_block_class():
+    """(values, one-hot positions) -> values followed by the expanded one-hot block."""
+    import keras
+
+    class OneHotBlock(keras.layers.Layer):
+        def __init__(self, width, **kwargs):
+            super().__init__(**kwargs)
+            self.width = width
+
+        def call(self, values, positions):
+            ones = keras.ops.sum(keras.ops.one_hot(positions, self.width + 1, dtype=values.dtype), axis=-2)
+            return keras.ops.concatenate([values, ones[..., : self.width]], axis=-1)
+
+    return OneHotBlock
 
 
 @functools.cache  # one class per process: a class made per model would be kept alive per trial

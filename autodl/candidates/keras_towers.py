@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,6 +32,7 @@ from autodl.runtime import import_keras
 from autodl.tuning.cv import CVResult, DeadlineReached, DevData, FoldCollector
 
 EVAL_CHUNK = 16384
+TRANSFORM_CHUNK = 65536
 MIN_STEPS_PER_EPOCH = 16
 
 
@@ -69,12 +71,10 @@ def cross_validate_towers(
     fraction = float(fixed["validation_fraction"])
 
     style = "embedding" if builder == "mlp_embeddings" else "dense"
-    preprocessors, inputs, targets, train_rows, valid_rows, scales, cardinalities = [], [], [], [], [], [], []
+    preprocessors, targets, train_rows, valid_rows, scales = [], [], [], [], []
     for fold in folds:
         pre = build_preprocessor(data.profile, style).fit(data.features.iloc[fold.train], data.y[fold.train])
         preprocessors.append(pre)
-        cardinalities.append(tuple(category_cardinalities(pre)) if style == "embedding" else ())
-        inputs.append(np.asarray(pre.transform(data.features), dtype=np.float32))
         train_pos, valid_pos = inner_split(data.y[fold.train], task=task, fraction=fraction, seed=seed)
         train_rows.append(fold.train[train_pos])
         valid_rows.append(fold.train[valid_pos])
@@ -87,11 +87,13 @@ def cross_validate_towers(
             scales.append(None)
             targets.append(data.y.astype(np.int64))
 
-    if any(cardinalities):  # per-fold embedding vocabularies: one network per fold, side by side
+    if style == "embedding":  # per-fold embedding vocabularies: one network per fold, side by side
+        inputs = [np.asarray(pre.transform(data.features), dtype=np.float32) for pre in preprocessors]
+        cardinalities = [tuple(category_cardinalities(pre)) for pre in preprocessors]
         towers: _Towers = _SideBySide(keras, params, inputs, task, n_classes, cardinalities)
+        del inputs  # the towers hold them
     else:
-        towers = _Stacked(keras, params, inputs, task, n_classes)
-    del inputs  # the towers hold what they need (the stacked layout: one padded copy)
+        towers = _Stacked(keras, params, fold_inputs(preprocessors, data.features), task, n_classes)
     longest = max(len(rows) for rows in train_rows)
     batch_size = int(min(longest, max(8, int(params.get("batch_size", 64)))))
     steps = math.ceil(longest / batch_size)
@@ -256,16 +258,112 @@ class _Towers(Protocol):
     def standalone(self, tower: int, name: str) -> Any: ...
 
 
-class _Stacked:
-    """The k networks as one stacked network (`build_stacked_mlp`): inputs padded to one width."""
+@dataclass
+class CompactInputs:
+    """Every fold's preprocessed rows for the stacked towers, without k dense copies.
 
-    def __init__(self, keras, params, inputs: list[np.ndarray], task: str, n_classes: int) -> None:
+    A fold's row is its other columns' values (`values`, padded to one width) and the
+    positions of the ones in its one-hot block (`positions`; `one_hot_width` means none), which
+    the stacked model expands itself. `layouts[i]` = (fold i's other columns, its one-hot slice)
+    in the fold preprocessor's column order.
+    """
+
+    values: np.ndarray  # (rows, towers, n_values) float32
+    positions: np.ndarray  # (rows, towers, n_positions) int32
+    one_hot_width: int
+    layouts: list[tuple[np.ndarray, slice]]
+
+    @classmethod
+    def allocate(
+        cls, n_rows: int, layouts: list[tuple[np.ndarray, slice]], n_positions: int
+    ) -> CompactInputs:
+        width = max(block.stop - block.start for _, block in layouts)
+        return cls(
+            np.zeros((n_rows, len(layouts), max(len(other) for other, _ in layouts)), dtype=np.float32),
+            np.full((n_rows, len(layouts), n_positions), width, dtype=np.int32),
+            width,
+            layouts,
+        )
+
+    def fill(self, tower: int, start: int, block: np.ndarray) -> None:
+        """Store rows start.. of fold `tower`'s preprocessed matrix (its own column order)."""
+        other, hot = self.layouts[tower]
+        stop = start + len(block)
+        self.values[start:stop, tower, : len(other)] = block[:, other]
+        ones = block[:, hot]
+        rows, columns = np.nonzero(ones)
+        if not np.all(ones[rows, columns] == 1):
+            raise ValueError("the one-hot block holds values other than 0 and 1")
+        rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # k-th one of its row
+        if len(rank) and rank.max() >= self.positions.shape[2]:
+            raise ValueError("a row has more ones in its one-hot block than categorical columns")
+        self.positions[start + rows, tower, rank] = columns
+
+    @property
+    def towers(self) -> int:
+        return len(self.layouts)
+
+    def width(self, tower: int) -> int:
+        other, hot = self.layouts[tower]
+        return len(other) + hot.stop - hot.start
+
+    def input_rows(self, tower: int) -> np.ndarray:
+        """For each of fold `tower`'s columns, its position in the stacked model's expanded input."""
+        other, hot = self.layouts[tower]
+        rows = np.empty(self.width(tower), dtype=np.int64)
+        rows[other] = np.arange(len(other))
+        rows[hot] = self.values.shape[2] + np.arange(hot.stop - hot.start)
+        return rows
+
+    def model_inputs(self, index) -> Any:
+        """The stacked model's input for rows `index` (or (rows, towers) index arrays)."""
+        if not self.positions.shape[2]:
+            return self.values[index]
+        return [self.values[index], self.positions[index]]
+
+    def dense(self, tower: int) -> np.ndarray:
+        """Fold `tower`'s preprocessed matrix as its preprocessor emitted it (float32)."""
+        other, hot = self.layouts[tower]
+        out = np.zeros((len(self.values), self.width(tower)), dtype=np.float32)
+        out[:, other] = self.values[:, tower, : len(other)]
+        rows, slots = np.nonzero(self.positions[:, tower] < self.one_hot_width)
+        out[rows, hot.start + self.positions[rows, tower, slots]] = 1.0
+        return out
+
+
+def fold_inputs(preprocessors: list, features, chunk_rows: int = TRANSFORM_CHUNK) -> CompactInputs:
+    """Every fold preprocessor's output on all rows, as CompactInputs (transformed in chunks, so
+    no fold's float64 matrix is ever whole in memory)."""
+    layouts, n_positions = [], 0
+    for pre in preprocessors:
+        width = int(sum(block.stop - block.start for block in pre.output_indices_.values()))
+        hot = pre.output_indices_.get("categorical", slice(0, 0))
+        other = np.concatenate([np.arange(0, hot.start), np.arange(hot.stop, width)]).astype(np.int64)
+        layouts.append((other, slice(hot.start, hot.stop)))
+        columns = [cols for name, _, cols in pre.transformers_ if name == "categorical"]
+        n_positions = max(n_positions, len(columns[0]) if columns and hot.stop > hot.start else 0)
+    inputs = CompactInputs.allocate(len(features), layouts, n_positions)
+    for start in range(0, len(features), chunk_rows):
+        rows = features.iloc[start : start + chunk_rows]
+        for tower, pre in enumerate(preprocessors):
+            inputs.fill(tower, start, np.asarray(pre.transform(rows)))
+    return inputs
+
+
+class _Stacked:
+    """The k networks as one stacked network (`build_stacked_mlp`) on CompactInputs."""
+
+    def __init__(self, keras, params, inputs: CompactInputs, task: str, n_classes: int) -> None:
         self.keras, self.params, self.task, self.n_classes = keras, params, task, n_classes
-        self.count, self.widths = len(inputs), [x.shape[1] for x in inputs]
-        self.x = np.zeros((len(inputs[0]), self.count, max(self.widths)), dtype=np.float32)
-        for i, x in enumerate(inputs):
-            self.x[:, i, : x.shape[1]] = x
-        self.model = build_stacked_mlp(params, self.count, self.x.shape[2], task, n_classes)
+        self.inputs, self.count = inputs, inputs.towers
+        self.model = build_stacked_mlp(
+            params,
+            self.count,
+            inputs.values.shape[2],
+            task,
+            n_classes,
+            one_hot=(inputs.positions.shape[2], inputs.one_hot_width),
+        )
 
     def loss(self, name: str) -> str:
         return name
@@ -276,12 +374,12 @@ class _Stacked:
         y = y[..., None] if self.task in ("binary", "regression") else y
         # Keras averages the loss over all (row, tower) pairs; x k gives the sum of the towers'
         # mean losses, as k separate outputs would.
-        return self.x[order, towers], y, mask * self.count
+        return self.inputs.model_inputs((order, towers)), y, mask * self.count
 
     def predict(self, rows: np.ndarray) -> list[np.ndarray]:
         pieces = []
         for start in range(0, len(rows), EVAL_CHUNK):
-            out = self.model(self.x[rows[start : start + EVAL_CHUNK]], training=False)
+            out = self.model(self.inputs.model_inputs(rows[start : start + EVAL_CHUNK]), training=False)
             pieces.append(self.keras.ops.convert_to_numpy(out))
         out = np.concatenate(pieces, axis=0)
         return [out[:, i] for i in range(self.count)]
@@ -307,9 +405,9 @@ class _Stacked:
 
     def standalone(self, tower: int, name: str):
         network = build_mlp(
-            self.params, self.widths[tower], self.task, self.n_classes, prefix=f"fold{tower}_"
+            self.params, self.inputs.width(tower), self.task, self.n_classes, prefix=f"fold{tower}_"
         )
-        tower_weights(self.model, tower, self.count, network)
+        tower_weights(self.model, tower, self.count, network, input_rows=self.inputs.input_rows(tower))
         return self.keras.Model(network.inputs[0], network.outputs[0], name=name)
 
 

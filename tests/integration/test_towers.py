@@ -170,16 +170,31 @@ def test_reduce_on_plateau_trials_ignore_the_labels_of_held_out_rows(dev, tmp_pa
 def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_classes):
     import keras
 
-    from autodl.candidates.keras_towers import _Stacked, _tower_orders
+    from autodl.candidates.keras_towers import CompactInputs, _Stacked, _tower_orders
 
     rng = np.random.default_rng(0)
-    widths = [7, 9, 8]  # fold preprocessors can emit different widths; the stack pads them
-    inputs = [rng.normal(size=(64, w)).astype(np.float32) for w in widths]
+    # Fold preprocessors emit different widths: numbers, a one-hot block of two categorical
+    # columns (some rows with an unknown category: no one), then more numbers (dates).
+    layouts, inputs = [], []
+    for numbers, levels, dates in [(3, (3, 2), 2), (4, (4, 3), 2), (3, (2, 2), 1)]:
+        blocks = [rng.normal(size=(64, numbers))]
+        for n in levels:
+            blocks.append(np.eye(n + 1)[rng.integers(0, n + 1, size=64)][:, :n])  # row n: unknown
+        blocks.append(rng.normal(size=(64, dates)))
+        inputs.append(np.hstack(blocks).astype(np.float32))
+        hot = slice(numbers, numbers + sum(levels))
+        other = np.r_[0:numbers, hot.stop : inputs[-1].shape[1]]
+        layouts.append((other, hot))
+    compact = CompactInputs.allocate(64, layouts, n_positions=2)
+    for i, x_i in enumerate(inputs):
+        compact.fill(i, 0, x_i[:40])  # in two chunks, as fold_inputs does
+        compact.fill(i, 40, x_i[40:])
+        np.testing.assert_array_equal(compact.dense(i), x_i)
     params = {"n_layers": 2, "units": 16, "batch_norm": True, "dropout": 0.2, "l1": 1e-5, "l2": 1e-4}
-    towers = _Stacked(keras, params, inputs, task, n_classes)
+    towers = _Stacked(keras, params, compact, task, n_classes)
     y = rng.integers(0, max(n_classes, 2), size=64) if task != "regression" else rng.normal(size=64)
     targets = [y.astype(np.float32 if task == "regression" else np.int64)] * 3
-    train_rows = [np.flatnonzero(rng.random(64) < 0.8) for _ in widths]
+    train_rows = [np.flatnonzero(rng.random(64) < 0.8) for _ in inputs]
     towers.model.compile(
         optimizer="adam",
         loss=towers.loss(
@@ -226,3 +241,25 @@ def test_each_tower_walks_through_its_own_training_rows_only():
         assert set(order[:, i]) <= set(own)  # never another fold's row, even as padding
         counted = np.bincount(order[mask[:, i] == 1, i], minlength=77)
         assert np.all(counted[own] == 2) and counted.sum() == 2 * len(own)  # each row once per pass
+
+
+def test_fold_inputs_hold_each_fold_preprocessors_output_compactly():
+    from autodl.candidates.keras_towers import fold_inputs
+
+    rng = np.random.default_rng(3)
+    frame = table(400)
+    # many levels, some rare (grouped as infrequent) and some seen in one fold only (unknown)
+    frame["city"] = rng.choice([f"c{i}" for i in range(60)], size=400, p=np.r_[[0.05] * 10, [0.5 / 50] * 50])
+    frame["when"] = pd.date_range("2020-01-01", periods=400, freq="37h").astype(str)
+    dataset = build_dataset(frame, target="target", folds=3, test_size=0.0)
+    folds = make_folds(dataset.y, folds=3, repeats=1, stratify=True, seed=0)
+    preprocessors = [
+        build_preprocessor(dataset.profile, "dense").fit(dataset.features.iloc[f.train], dataset.y[f.train])
+        for f in folds
+    ]
+    compact = fold_inputs(preprocessors, dataset.features, chunk_rows=128)
+    assert compact.positions.shape[2] == 2  # one position per categorical column (group, city)
+    for i, pre in enumerate(preprocessors):
+        np.testing.assert_array_equal(compact.dense(i), pre.transform(dataset.features).astype(np.float32))
+    dense_bytes = sum(pre.transform(dataset.features).astype(np.float32).nbytes for pre in preprocessors)
+    assert compact.values.nbytes + compact.positions.nbytes < dense_bytes / 2
