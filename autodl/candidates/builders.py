@@ -182,8 +182,28 @@ def _one_hot_block_class():
             self.width = width
 
         def call(self, values, positions):
-            ones = keras.ops.sum(keras.ops.one_hot(positions, self.width + 1, dtype=values.dtype), axis=-2)
-            return keras.ops.concatenate([values, ones[..., : self.width]], axis=-1)
+            # Scattered ones: a (rows, towers, positions, width) one-hot tensor summed over
+            # positions would cost gigabytes on a large prediction chunk.
+            ops = keras.ops
+            rows, towers, count = ops.shape(positions)[0], positions.shape[1], positions.shape[2]
+            grid = (rows, towers, count)
+            index = ops.stack(
+                [
+                    ops.broadcast_to(ops.reshape(ops.arange(rows, dtype="int32"), (-1, 1, 1)), grid),
+                    ops.broadcast_to(ops.reshape(ops.arange(towers, dtype="int32"), (1, -1, 1)), grid),
+                    ops.cast(positions, "int32"),
+                ],
+                axis=-1,
+            )
+            ones = ops.scatter(
+                ops.reshape(index, (-1, 3)),
+                ops.ones((rows * towers * count,), dtype=values.dtype),
+                (rows, towers, self.width + 1),
+            )
+            return ops.concatenate([values, ones[..., : self.width]], axis=-1)
+
+        def compute_output_shape(self, values_shape, positions_shape):
+            return (*values_shape[:-1], values_shape[-1] + self.width)
 
     return OneHotBlock
 

@@ -31,7 +31,7 @@ from autodl.preprocess import build_preprocessor, category_cardinalities
 from autodl.runtime import import_keras
 from autodl.tuning.cv import CVResult, DeadlineReached, DevData, FoldCollector
 
-EVAL_CHUNK = 16384
+EVAL_CHUNK = 4096  # rows per prediction call: bounds the activations held at once
 TRANSFORM_CHUNK = 65536
 MIN_STEPS_PER_EPOCH = 16
 
