@@ -15,7 +15,8 @@ from autodl.preprocess import build_preprocessor
 
 @dataclass(frozen=True)
 class Candidate:
-    """`make_estimator(profile)` builds a fresh estimator; `style` picks the preprocessing."""
+    """`make_estimator(profile)` builds a fresh estimator; `style` picks the preprocessing
+    (a `build_preprocessor` style, or "none" for an estimator that ignores the features)."""
 
     name: str
     family: str
@@ -26,7 +27,10 @@ class Candidate:
     def make_pipeline(self, profile: TableProfile) -> Pipeline:
         return Pipeline(
             [
-                ("preprocess", build_preprocessor(profile, self.style)),
+                (
+                    "preprocess",
+                    "passthrough" if self.style == "none" else build_preprocessor(profile, self.style),
+                ),
                 ("model", self.make_estimator(profile)),
             ]
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from autodl.candidates.keras_model import keras_candidate
-from autodl.candidates.keras_towers import cross_validate_towers
+from autodl.candidates.keras_towers import cross_validate_towers, release_fold_preprocessing
 from autodl.errors import ConfigError
 from autodl.metrics import Metric
 from autodl.result import CandidateOutcome
@@ -303,5 +303,10 @@ def run_keras_search(
         return f"trial budget already reached ({budget.trials} trials)"
     timeout = None if budget.deadline is None else max(0.0, budget.seconds_left())
     # each trial starts by freeing the previous models (release_keras_memory), so Optuna need not collect too
-    study.optimize(objective, timeout=timeout, callbacks=[record], catch=(Exception,), gc_after_trial=False)
+    try:
+        study.optimize(
+            objective, timeout=timeout, callbacks=[record], catch=(Exception,), gc_after_trial=False
+        )
+    finally:
+        release_fold_preprocessing()
     return stop["reason"]

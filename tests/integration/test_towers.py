@@ -263,3 +263,16 @@ def test_fold_inputs_hold_each_fold_preprocessors_output_compactly():
         np.testing.assert_array_equal(compact.dense(i), pre.transform(dataset.features).astype(np.float32))
     dense_bytes = sum(pre.transform(dataset.features).astype(np.float32).nbytes for pre in preprocessors)
     assert compact.values.nbytes + compact.positions.nbytes < dense_bytes / 2
+
+
+def test_trials_on_the_same_data_share_one_fold_preprocessing(dev):
+    from autodl.candidates.keras_towers import release_fold_preprocessing
+
+    fixed = {**FIXED, "max_epochs": 2}
+    first = cross_validate_towers(PARAMS, fixed, dev, METRIC, seed=0)
+    second = cross_validate_towers({**PARAMS, "units_0": 8}, fixed, dev, METRIC, seed=1)
+    assert all(a[0] is b[0] for a, b in zip(first.models, second.models, strict=True))
+    release_fold_preprocessing()
+    third = cross_validate_towers(PARAMS, fixed, dev, METRIC, seed=0)
+    assert third.models[0][0] is not first.models[0][0]
+    np.testing.assert_allclose(third.oof, first.oof, atol=1e-6)  # refitted, the same preprocessing
