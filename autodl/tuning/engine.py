@@ -301,6 +301,8 @@ def run_keras_search(
 
     if budget.trials is not None and finished_trials(study) >= budget.trials:
         return f"trial budget already reached ({budget.trials} trials)"
+    if budget.seconds_left() <= 0:  # e.g. a fresh process that took over just before the deadline
+        return "time limit reached"
     timeout = None if budget.deadline is None else max(0.0, budget.seconds_left())
     # each trial starts by freeing the previous models (release_keras_memory), so Optuna need not collect too
     try:
