@@ -8,6 +8,8 @@ pickle) and Keras networks in the native `.keras` format, loaded in Keras safe m
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,9 +111,20 @@ class TabularModel:
             out[f"proba_{label}"] = scores[:, i]
         return out
 
-    def save(self, folder: Path, extra: dict[str, Any] | None = None) -> Path:
-        """Write the model folder; returns it."""
+    def save(
+        self,
+        folder: Path,
+        extra: dict[str, Any] | None = None,
+        saved: dict[str, tuple[Path, list[dict[str, str]]]] | None = None,
+    ) -> Path:
+        """Write the model folder; returns it.
+
+        `saved` maps a member's name to fold pipelines `save_pipelines` already wrote (root and
+        parts): their files are linked or copied instead of serialized again (forests take
+        seconds to serialize and the search has already stored every candidate).
+        """
         folder.mkdir(parents=True, exist_ok=True)
+        saved = saved or {}
         manifest = {
             "format": 1,
             "task": self.task,
@@ -122,7 +135,11 @@ class TabularModel:
                 {
                     "name": member.name,
                     "weight": member.weight,
-                    "folds": save_pipelines(member.pipelines, folder, f"member_{index}"),
+                    "folds": (
+                        copy_pipelines(*saved[member.name], folder, f"member_{index}")
+                        if member.name in saved
+                        else save_pipelines(member.pipelines, folder, f"member_{index}")
+                    ),
                 }
                 for index, member in enumerate(self.members)
             ],
@@ -176,6 +193,26 @@ def save_pipelines(pipelines: list[Pipeline], root: Path, prefix: str) -> list[d
             kind = "skops"
         parts.append({"path": str(base.relative_to(root)), "estimator": kind})
     return parts
+
+
+def copy_pipelines(
+    source: Path, parts: list[dict[str, str]], root: Path, prefix: str
+) -> list[dict[str, str]]:
+    """Fold pipelines saved under `source` placed under root/prefix/fold_i (hard links where the
+    disk allows, else copies); returns their manifest entries."""
+    copied = []
+    for index, part in enumerate(parts):
+        base = root / prefix / f"fold_{index}"
+        shutil.copytree(source / part["path"], base, copy_function=_link_or_copy, dirs_exist_ok=True)
+        copied.append({**part, "path": str(base.relative_to(root))})
+    return copied
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another disk, or links not allowed
+        shutil.copy2(source, target)
 
 
 def load_pipelines(parts: list[dict[str, str]], root: Path) -> list[Pipeline]:

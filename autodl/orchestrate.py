@@ -467,8 +467,11 @@ def _finalize(
         test_evaluation=test_evaluation,
         cv_evaluation={"y_true": dev.y, "scores": blend(pool.oof, weights)},
     )
+    saved = {name: pool.store.saved_parts(name) for name in weights}
     model.save(
-        result.model_dir, extra={"metric": metric.name, "cv_score": cv_score, "test_scores": test_scores}
+        result.model_dir,
+        extra={"metric": metric.name, "cv_score": cv_score, "test_scores": test_scores},
+        saved={name: where for name, where in saved.items() if where is not None},
     )
     return result
 

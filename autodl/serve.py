@@ -96,14 +96,18 @@ def pinned_requirements() -> list[str]:
     return pins
 
 
-def log_pyfunc_model(model_dir: Path, input_example: pd.DataFrame):
-    """Log the saved model folder as an MLflow pyfunc in the active run; returns the ModelInfo."""
+def log_pyfunc_model(model_dir: Path, input_example: pd.DataFrame, model: TabularModel | None = None):
+    """Log the saved model folder as an MLflow pyfunc in the active run; returns the ModelInfo.
+
+    `model`, the same model already in memory, saves loading the folder once more for the signature.
+    """
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
-    model = TabularModel.load(model_dir)
+    if model is None:
+        model = TabularModel.load(model_dir)
     example = _signature_frame(input_example.head(5))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's integer-column hint; handled above

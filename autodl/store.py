@@ -102,6 +102,13 @@ class RunStore:
             return None
         return self._load(meta_path, with_models)[2]
 
+    def saved_parts(self, name: str) -> tuple[Path, list[dict[str, str]]] | None:
+        """Where a kept candidate's fold pipelines are (for `copy_pipelines`), or None."""
+        meta_path = self.folder / CANDIDATES / name / "candidate.json"
+        if not meta_path.is_file():
+            return None
+        return meta_path.parent, json.loads(meta_path.read_text())["parts"]
+
     def load_candidates(self, *, with_models: bool = True) -> list[tuple[str, str, CVResult]]:
         """Candidates whose files are complete (a kill mid-save leaves no candidate.json)."""
         return [

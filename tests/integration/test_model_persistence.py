@@ -6,6 +6,8 @@ Keras safe mode refuses) would fail here, not in a user's `autodl predict` weeks
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +20,8 @@ from autodl.model import Member, TabularModel
 from autodl.spaces import load_space
 from autodl.spaces.suggest import defaults_point
 from autodl.split import make_folds
-from autodl.tuning.cv import DevData, cross_validate
+from autodl.store import RunStore
+from autodl.tuning.cv import CVResult, DevData, cross_validate
 
 N_ROWS = 160
 BASELINES = [c.name for c in baseline_candidates("binary", N_ROWS, 0)]
@@ -132,3 +135,31 @@ def test_keras_fold_tower_model_round_trips(task, binary, regression, tmp_path):
     before, after = round_trip(dataset, "keras_trial_0", cv.models, tmp_path / "keras")
     assert (tmp_path / "keras" / "member_0" / "fold_1" / "keras" / "model.keras").is_file()
     assert_same_predictions(before, after, raw_rows(dataset))
+
+
+def test_final_model_built_from_stored_candidates_stands_alone(binary, tmp_path):
+    """The search stores each candidate once; the final model reuses those files, and keeps
+    working after the search's candidate store is deleted."""
+    dataset, dev = binary
+    metric = resolve_metric("binary", None)
+    candidates = {c.name: c for c in baseline_candidates("binary", dataset.n_rows, 0)}
+    space = load_space("mlp_small")
+    members = {
+        "random_forest": cross_validate(candidates["random_forest"], dev, metric).models,
+        "keras_trial_0": cross_validate_towers(
+            defaults_point(space), {**space.fixed, "max_epochs": 3}, dev, metric, seed=0
+        ).models,
+    }
+    store = RunStore(tmp_path / "run")
+    for name, pipelines in members.items():
+        store.save_candidate(name, "x", CVResult([0.5, 0.5], np.zeros(len(dev.y)), pipelines, 1.0))
+    model = TabularModel(
+        members=[Member(name, 0.5, pipelines) for name, pipelines in members.items()],
+        task=dataset.task.kind,
+        classes=dataset.task.classes,
+        columns=[str(c) for c in dataset.features.columns],
+        target=dataset.target_name,
+    )
+    model.save(tmp_path / "model", saved={name: store.saved_parts(name) for name in members})
+    shutil.rmtree(tmp_path / "run")
+    assert_same_predictions(model, TabularModel.load(tmp_path / "model"), raw_rows(dataset))
