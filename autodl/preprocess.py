@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, QuantileTransformer, StandardScaler
 
 from autodl.data.profile import TableProfile
 
@@ -16,6 +18,7 @@ MISSING_LABEL = "__missing__"
 MIN_CATEGORY_FREQUENCY = 5
 MAX_ONEHOT_CATEGORIES = 32
 STYLES = ("dense", "tree", "embedding")
+NUMERIC_SCALINGS = ("standard", "quantile")
 
 
 class ToNumbers(BaseEstimator, TransformerMixin):
@@ -96,6 +99,28 @@ class ShiftCodes(BaseEstimator, TransformerMixin):
         return np.asarray(input_features, dtype=object)
 
 
+class NormalQuantiles(QuantileTransformer):
+    """Each number mapped through its column's training quantiles onto a standard normal.
+
+    Heavy tails and skew (counts, amounts, rates) then no longer squash most rows into a tiny
+    range, which networks train badly on; ties (a binary indicator, a spike at zero) keep one
+    value. At most one quantile per training row, so small folds give no warning.
+    """
+
+    def __init__(self, n_quantiles: int = 1000, subsample: int = 100_000, random_state: int = 0) -> None:
+        super().__init__(
+            n_quantiles=n_quantiles,
+            output_distribution="normal",
+            subsample=subsample,
+            random_state=random_state,
+        )
+
+    def fit(self, X, y=None):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="n_quantiles", category=UserWarning)
+            return super().fit(X, y)
+
+
 def _to_float(values: pd.Series) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return values.to_numpy(dtype=float, na_value=np.nan)
@@ -103,16 +128,22 @@ def _to_float(values: pd.Series) -> np.ndarray:
     return pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
-def build_preprocessor(profile: TableProfile, style: str = "dense") -> ColumnTransformer:
+def build_preprocessor(
+    profile: TableProfile, style: str = "dense", numeric_scaling: str = "standard"
+) -> ColumnTransformer:
     """A ColumnTransformer for the modeled columns of `profile`.
 
-    "dense" (neural networks, linear models, kernels): impute, standardize, one-hot encode
+    "dense" (neural networks, linear models, kernels): impute, scale numbers, one-hot encode
     (rare and unseen categories grouped). "embedding": the same for numbers, categories as
     integer codes placed last (0 = unseen) for embedding layers. "tree": numbers kept with
     their missing values, categories ordinal-encoded, unseen categories as missing.
+    `numeric_scaling` (not for "tree"): "standard" (zero mean, unit variance) or "quantile"
+    (`NormalQuantiles`).
     """
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if numeric_scaling not in NUMERIC_SCALINGS:
+        raise ValueError(f"numeric_scaling must be one of {NUMERIC_SCALINGS}, got {numeric_scaling!r}")
     if style == "tree":
         numbers, dates = ToNumbers(), DatetimeFeatures()
         labels = make_pipeline(
@@ -128,7 +159,7 @@ def build_preprocessor(profile: TableProfile, style: str = "dense") -> ColumnTra
         numbers = make_pipeline(
             ToNumbers(),
             SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-            StandardScaler(),
+            NormalQuantiles() if numeric_scaling == "quantile" else StandardScaler(),
         )
         dates = make_pipeline(
             DatetimeFeatures(), SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()

@@ -16,20 +16,24 @@ from autodl.preprocess import build_preprocessor
 @dataclass(frozen=True)
 class Candidate:
     """`make_estimator(profile)` builds a fresh estimator; `style` picks the preprocessing
-    (a `build_preprocessor` style, or "none" for an estimator that ignores the features)."""
+    (a `build_preprocessor` style, or "none" for an estimator that ignores the features), and
+    `numeric_scaling` how it scales numbers."""
 
     name: str
     family: str
     style: str
     make_estimator: Callable[[TableProfile], BaseEstimator]
     params: dict = field(default_factory=dict)
+    numeric_scaling: str = "standard"
 
     def make_pipeline(self, profile: TableProfile) -> Pipeline:
         return Pipeline(
             [
                 (
                     "preprocess",
-                    "passthrough" if self.style == "none" else build_preprocessor(profile, self.style),
+                    "passthrough"
+                    if self.style == "none"
+                    else build_preprocessor(profile, self.style, self.numeric_scaling),
                 ),
                 ("model", self.make_estimator(profile)),
             ]

@@ -263,4 +263,5 @@ def keras_candidate(
             deadline=deadline,
         )
 
-    return Candidate(name, "keras", "dense", make, dict(params))
+    scaling = str(params.get("numeric_scaling", "standard"))
+    return Candidate(name, "keras", "dense", make, dict(params), numeric_scaling=scaling)

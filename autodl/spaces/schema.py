@@ -32,6 +32,7 @@ MLP_PARAMS = (
     "learning_rate",
     "lr_schedule",
     "batch_size",
+    "numeric_scaling",
 )
 # builder -> the parameters it understands; mlp_embeddings feeds categories through embeddings.
 BUILDER_PARAMS = {"mlp": MLP_PARAMS, "mlp_embeddings": (*MLP_PARAMS, "embedding_size")}
@@ -240,6 +241,17 @@ def _parse_param(source: str, builder: str, name: str, spec: Any) -> ParamSpec:
                 "a categorical parameter needs a non-empty list of choices",
                 "write choices: [a, b]",
             )
+        if name == "numeric_scaling":
+            from autodl.preprocess import NUMERIC_SCALINGS
+
+            unknown = [c for c in choices if c not in NUMERIC_SCALINGS]
+            if unknown:
+                raise _fail(
+                    source,
+                    f"{where}.choices",
+                    f"unknown numeric scaling {unknown[0]!r}{did_you_mean(str(unknown[0]), NUMERIC_SCALINGS)}",
+                    f"choose from {', '.join(NUMERIC_SCALINGS)}",
+                )
         return ParamSpec(choices=tuple(choices), **common)
     low, high = spec.get("low"), spec.get("high")
     for key, value in (("low", low), ("high", high)):

@@ -276,3 +276,18 @@ def test_trials_on_the_same_data_share_one_fold_preprocessing(dev):
     third = cross_validate_towers(PARAMS, fixed, dev, METRIC, seed=0)
     assert third.models[0][0] is not first.models[0][0]
     np.testing.assert_allclose(third.oof, first.oof, atol=1e-6)  # refitted, the same preprocessing
+
+
+def test_each_numeric_scaling_gets_its_own_fold_preprocessing(dev):
+    from autodl.candidates.keras_towers import release_fold_preprocessing
+
+    fixed = {**FIXED, "max_epochs": 2}
+    release_fold_preprocessing()
+    standard = cross_validate_towers(PARAMS, fixed, dev, METRIC, seed=0)
+    quantile = cross_validate_towers({**PARAMS, "numeric_scaling": "quantile"}, fixed, dev, METRIC, seed=0)
+    again = cross_validate_towers(PARAMS, fixed, dev, METRIC, seed=0)
+    scaler = quantile.models[0][0].named_transformers_["numeric"][-1]
+    assert type(scaler).__name__ == "NormalQuantiles"
+    assert type(standard.models[0][0].named_transformers_["numeric"][-1]).__name__ == "StandardScaler"
+    assert again.models[0][0] is standard.models[0][0]  # both stay cached on small data
+    release_fold_preprocessing()

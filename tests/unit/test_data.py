@@ -422,6 +422,35 @@ def test_unseen_category_does_not_raise(style):
     assert out.shape == (3, transformer.transform(frame.head(3)).shape[1])
 
 
+def test_quantile_scaling_spreads_skewed_numbers_and_keeps_indicators_two_valued():
+    rng = np.random.default_rng(0)
+    amount = rng.lognormal(mean=3.0, sigma=2.0, size=500)  # heavy right tail
+    amount[::10] = np.nan
+    frame = pd.DataFrame({"amount": amount, "flag": rng.choice([0.0, 1.0], size=500, p=[0.9, 0.1])})
+    profile = profile_columns(frame)
+    standard = build_preprocessor(profile, "dense").fit_transform(frame)
+    quantile = build_preprocessor(profile, "dense", "quantile").fit_transform(frame)
+    names = list(build_preprocessor(profile, "dense", "quantile").fit(frame).get_feature_names_out())
+    assert names == ["amount", "flag", "missingindicator_amount"]
+    assert quantile.shape == standard.shape and not np.isnan(quantile).any()
+
+    # standardized, the middle half of the rows sits in a sliver; quantiles spread it like a normal
+    def spread(values):
+        return np.subtract(*np.percentile(values, [75, 25]))
+
+    assert spread(standard[:, 0]) < 0.3
+    assert 1.1 < spread(quantile[:, 0]) < 1.6  # a standard normal's interquartile range: 1.35
+    assert np.isclose(np.median(quantile[~np.isnan(amount), 0]), 0.0, atol=0.1)
+    for column in (1, 2):  # a 0/1 flag and the missing-value indicator stay two values, in order
+        low, high = np.unique(quantile[:, column])
+        assert low < high
+
+
+def test_build_preprocessor_unknown_numeric_scaling():
+    with pytest.raises(ValueError, match="numeric_scaling"):
+        build_preprocessor(profile_columns(_mixed_frame()), "dense", "minmax")
+
+
 def test_build_preprocessor_unknown_style():
     with pytest.raises(ValueError, match="style"):
         build_preprocessor(profile_columns(_mixed_frame()), "wide")

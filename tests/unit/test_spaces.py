@@ -205,6 +205,14 @@ BAD_SPACES = {
         GOOD.replace("{type: categorical, choices: [32, 64]}", "{type: choice, choices: [32, 64]}"),
         ("params.batch_size.type", "'choice'"),
     ),
+    "unknown_numeric_scaling": (
+        GOOD.replace(
+            "  batch_size:",
+            "  numeric_scaling: {type: categorical, choices: [standard, quantlie]}\n  batch_size:",
+            1,
+        ),
+        ("params.numeric_scaling.choices", "did you mean 'quantile'"),
+    ),
     "empty_choices": (
         GOOD.replace("choices: [adam, sgd]", "choices: []"),
         ("params.optimizer.choices",),
