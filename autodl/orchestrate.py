@@ -39,6 +39,8 @@ from autodl.tuning.cv import CVResult, DevData, cross_validate
 from autodl.tuning.sources import trial_source
 
 BASELINE_SHARE = 0.4
+# How far past their share the baselines may run (fraction of the time limit) before one is stopped.
+OVERRUN_GRACE = 0.1
 # A small search stores a few MiB; forests and fold models on 100k+ rows reach hundreds.
 MIN_FREE_DISK = 256 * 2**20
 RESUME_KEYS = ("target", "task", "metric", "test_size", "folds", "repeats", "seed", "space", "drop_columns")
@@ -150,6 +152,7 @@ def run_search(
             reporter,
             config,
             seconds_left,
+            have_model=lambda: bool(pool.scores),
         )
         if prepared.trials is not None:
             stop_reason = _run_keras(config, prepared, record, adopt, reporter, output_dir, deadline, done)
@@ -276,9 +279,18 @@ def _read_options(config: SearchConfig) -> dict:
     return {key: config.extra[key] for key in ("delimiter", "encoding") if config.extra.get(key)}
 
 
-def _run_baselines(baselines, prepared: Prepared, record, reporter, config, seconds_left) -> None:
+def _run_baselines(baselines, prepared: Prepared, record, reporter, config, seconds_left, have_model) -> None:
+    """Each baseline's k-fold CV, within the baselines' share of the time limit.
+
+    A baseline that would end well past that share is stopped between folds (a running
+    scikit-learn fit cannot be), unless no model has completed yet: a search always ends with one.
+    """
     if not baselines:
         return
+
+    def share_left() -> float:
+        return seconds_left() - (1 - BASELINE_SHARE) * config.time_limit
+
     reporter.phase("baselines", len(baselines), seconds_left())
     for candidate in baselines:
         runtime.check_interrupt()
@@ -288,8 +300,16 @@ def _run_baselines(baselines, prepared: Prepared, record, reporter, config, seco
             reason = "skipped: baselines used their share of the time limit"
             record(CandidateOutcome(candidate.name, "baseline", candidate.params, "pruned", reason), None)
             continue
+        guard = None
+        if config.time_limit and candidate.name != "dummy" and have_model():
+            guard = OverrunGuard(len(prepared.dev.folds), share_left, grace=OVERRUN_GRACE * config.time_limit)
         try:
-            cv = cross_validate(candidate, prepared.dev, prepared.metric)
+            cv = cross_validate(candidate, prepared.dev, prepared.metric, after_fold=guard)
+        except BaselineOverrun as stopped:
+            record(
+                CandidateOutcome(candidate.name, "baseline", candidate.params, "pruned", str(stopped)), None
+            )
+            continue
         except Exception as error:  # one failing baseline fails alone
             reason = f"{type(error).__name__}: {error}"[:500]
             record(CandidateOutcome(candidate.name, "baseline", candidate.params, "failed", reason), None)
@@ -305,6 +325,31 @@ def _run_baselines(baselines, prepared: Prepared, record, reporter, config, seco
             cv.fold_details,
         )
         record(outcome, cv)
+
+
+class BaselineOverrun(RuntimeError):
+    """A baseline's remaining folds would end too far past the baselines' share of the time."""
+
+
+class OverrunGuard:
+    """An `after_fold` callback: stops a CV whose remaining folds, at the pace of those done,
+    would end more than `grace` seconds after `share_left()` runs out."""
+
+    def __init__(self, n_folds: int, share_left, *, grace: float, clock=time.monotonic) -> None:
+        self.n_folds, self.share_left, self.grace, self.clock = n_folds, share_left, grace, clock
+        self.started, self.done = clock(), 0
+
+    def __call__(self, index: int, fold_score: float) -> None:
+        self.done += 1
+        remaining = self.n_folds - self.done
+        if remaining <= 0:
+            return
+        projected = (self.clock() - self.started) / self.done * remaining
+        if projected > self.share_left() + self.grace:
+            raise BaselineOverrun(
+                f"stopped after fold {self.done} of {self.n_folds}: the other {remaining} would take "
+                f"~{projected:.0f} s, past the baselines' share of the time limit"
+            )
 
 
 def _run_keras(

@@ -1,0 +1,92 @@
+"""Baselines keep to their share of --time-limit: a slow one is stopped between folds."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.dummy import DummyClassifier
+
+from autodl.candidates.base import Candidate
+from autodl.config import SearchConfig
+from autodl.data.dataset import build_dataset
+from autodl.events import Reporter
+from autodl.metrics import resolve_metric
+from autodl.orchestrate import BaselineOverrun, OverrunGuard, _run_baselines
+from autodl.split import make_folds
+from autodl.tuning.cv import DevData
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_guard_stops_a_cv_whose_remaining_folds_would_end_past_the_share():
+    clock = FakeClock()
+    guard = OverrunGuard(5, lambda: 20.0 - clock.now, grace=6.0, clock=clock)
+    clock.now = 10.0  # one fold took 10 s: four more would take ~40 s, the share has 10 s (+6) left
+    with pytest.raises(BaselineOverrun, match="stopped after fold 1 of 5: the other 4 would take ~40 s"):
+        guard(0, 0.8)
+
+
+def test_guard_lets_a_cv_that_fits_finish():
+    clock = FakeClock()
+    guard = OverrunGuard(5, lambda: 30.0 - clock.now, grace=3.0, clock=clock)
+    for fold in range(5):  # 6 s per fold: 30 s in all, within the share plus grace at every check
+        clock.now += 6.0
+        guard(fold, 0.8)
+
+
+class SlowDummy(DummyClassifier):
+    def fit(self, X, y, sample_weight=None):
+        time.sleep(0.4)
+        return super().fit(X, y, sample_weight)
+
+
+def slow(name: str) -> Candidate:
+    return Candidate(name, "baseline", "none", lambda profile: SlowDummy(strategy="prior"), {})
+
+
+@pytest.fixture
+def prepared():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=100), "y": rng.choice(["a", "b"], size=100)})
+    dataset = build_dataset(frame, target="y", folds=5, test_size=0.0)
+    folds = make_folds(dataset.y, folds=5, repeats=1, stratify=True, seed=0)
+    dev = DevData(dataset.features, dataset.y, folds, dataset.profile, "binary", 2)
+    return SimpleNamespace(dev=dev, metric=resolve_metric("binary", None))
+
+
+def run(prepared, candidates, have_model: bool, time_limit: float) -> dict[str, tuple[str, str]]:
+    recorded = {}
+    deadline = time.monotonic() + time_limit
+    _run_baselines(
+        candidates,
+        prepared,
+        lambda outcome, cv: recorded.__setitem__(outcome.name, (outcome.state, outcome.reason)),
+        Reporter(),
+        SearchConfig(target="y", time_limit=time_limit),
+        lambda: deadline - time.monotonic(),
+        have_model=lambda: have_model,
+    )
+    return recorded
+
+
+def test_a_slow_baseline_is_stopped_between_folds_once_a_model_exists(prepared):
+    started = time.monotonic()
+    recorded = run(prepared, [slow("slow")], have_model=True, time_limit=2.0)  # share 0.8 s, grace 0.2 s
+    assert recorded["slow"][0] == "pruned"
+    assert "stopped after fold 1 of 5" in recorded["slow"][1]
+    assert time.monotonic() - started < 1.5  # not the ~2 s of five folds
+
+
+def test_the_first_model_runs_to_the_end_even_past_the_share(prepared):
+    recorded = run(prepared, [slow("slow")], have_model=False, time_limit=2.0)
+    assert recorded["slow"] == ("complete", "")
