@@ -9,13 +9,6 @@ Heavy libraries (TensorFlow, MLflow) load only when a search or a model needs th
 
 from __future__ import annotations
 
-import os
-
-# OpenMP (scikit-learn's gradient boosting) reads this when its runtime loads, so it must be set
-# before scikit-learn is imported; spin-waiting threads slowed a 1-second fit to minutes whenever
-# another process held a core.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 __version__ = "0.1.0"
 
 __all__ = [

@@ -20,9 +20,6 @@ from autodl.metrics import resolve_metric
 from autodl.split import holdout_split, make_folds
 from autodl.tuning.cv import DevData, cross_validate
 
-# scikit-learn is imported inside the tests: importing autodl first sets OMP_WAIT_POLICY before
-# OpenMP loads (spin-waiting threads crawl on a machine shared with other jobs).
-
 N_ROWS = 3000
 FOLDS = 3
 SEED = 0
