@@ -125,6 +125,8 @@ class TabularModel:
         """
         folder.mkdir(parents=True, exist_ok=True)
         saved = saved or {}
+        for old in folder.glob("member_*"):  # a resumed search's earlier model: its files may be
+            shutil.rmtree(old)  # hard links into the run store, never to be written through
         manifest = {
             "format": 1,
             "task": self.task,

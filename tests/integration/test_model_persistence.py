@@ -160,6 +160,12 @@ def test_final_model_built_from_stored_candidates_stands_alone(binary, tmp_path)
         columns=[str(c) for c in dataset.features.columns],
         target=dataset.target_name,
     )
-    model.save(tmp_path / "model", saved={name: store.saved_parts(name) for name in members})
+    stored = {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()}
+    saved = {name: store.saved_parts(name) for name in members}
+    model.save(tmp_path / "model", saved=saved)
+    model.save(tmp_path / "model", saved=saved)  # a resumed search saves its model again
+    model.save(tmp_path / "model")  # serialized anew: must not write through links into the store
+    assert all(path.read_bytes() == data for path, data in stored.items())
+    model.save(tmp_path / "model", saved=saved)
     shutil.rmtree(tmp_path / "run")
     assert_same_predictions(model, TabularModel.load(tmp_path / "model"), raw_rows(dataset))
