@@ -90,3 +90,13 @@ def test_a_slow_baseline_is_stopped_between_folds_once_a_model_exists(prepared):
 def test_the_first_model_runs_to_the_end_even_past_the_share(prepared):
     recorded = run(prepared, [slow("slow")], have_model=False, time_limit=2.0)
     assert recorded["slow"] == ("complete", "")
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_gradient_boosting_is_the_first_model_so_the_guard_never_stops_it(task):
+    # The first model to complete runs to its end whatever the budget: on data too large for the
+    # time limit that must be the strongest baseline, not the linear one.
+    from autodl.candidates.baselines import baseline_candidates
+
+    names = [c.name for c in baseline_candidates(task, n_rows=1000, seed=0)]
+    assert names[:3] == ["dummy", "hist_gradient_boosting", "linear"]
