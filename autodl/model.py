@@ -241,19 +241,30 @@ def load_pipelines(parts: list[dict[str, str]], root: Path) -> list[Pipeline]:
 
 
 def _load_skops(path: Path):
-    import skops.io as sio
+    """Load a skops file whose every type passes the allow-list.
 
-    untrusted = sio.get_untrusted_types(file=path)
-    refused = [name for name in untrusted if not _trusted(name)]
-    refused += [
-        f"functools.partial({name})" for name in _partial_targets(path) if name not in TRUSTED_FUNCTIONS
-    ]
+    The types are read from the file's schema in one pass (skops' own `get_untrusted_types`
+    builds the whole object tree for it, half the cost of a load); skops still enforces the list:
+    `load` refuses any type of the file not passed to it as trusted.
+    """
+    import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    types, partials = _schema_types(path)
+    refused = [name for name in sorted(types) if not _trusted(name)]
+    refused += [f"functools.partial({name})" for name in partials if name not in TRUSTED_FUNCTIONS]
     if refused:
         raise DataError(
             f"{path} holds types outside the allow-list: {', '.join(refused[:3])}",
             "load only model folders that autodl wrote",
         )
-    return sio.load(path, trusted=untrusted)
+    try:
+        return sio.load(path, trusted=sorted(types))
+    except UntrustedTypesFoundException as error:  # a type this schema walk did not see
+        raise DataError(
+            f"{path} holds types outside the allow-list: {str(error).splitlines()[0][:200]}",
+            "load only model folders that autodl wrote",
+        ) from error
 
 
 def _trusted(name: str) -> bool:
@@ -265,23 +276,26 @@ def _trusted(name: str) -> bool:
     return isinstance(_resolve(name), type)
 
 
-def _partial_targets(path: Path) -> list[str]:
-    """What each functools.partial in a skops file wraps (a class there would be called with its args)."""
+def _schema_types(path: Path) -> tuple[set[str], list[str]]:
+    """Every type a skops file names, and what each functools.partial in it wraps (a class there
+    would be called with the partial's arguments)."""
     import zipfile
 
     with zipfile.ZipFile(path) as archive:
         schema = json.loads(archive.read("schema.json"))
-    found, stack = [], [schema]
+    types, partials, stack = set(), [], [schema]
     while stack:
         node = stack.pop()
         if isinstance(node, list):
             stack.extend(node)
         elif isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                types.add(f"{node['__module__']}.{node['__class__']}")
             if node.get("__loader__") == "PartialNode":
                 wrapped = (node.get("content") or {}).get("func") or {}
-                found.append(f"{wrapped.get('__module__')}.{wrapped.get('__class__')}")
+                partials.append(f"{wrapped.get('__module__')}.{wrapped.get('__class__')}")
             stack.extend(node.values())
-    return found
+    return types, partials
 
 
 def _resolve(name: str):
