@@ -48,7 +48,8 @@ class CandidatePool:
                 values.pop(old)
             self.store.drop_candidate(old)
         if persist and name not in evicted:
-            self.store.save_candidate(name, family, cv)
+            # scikit-learn models are written while the next candidate fits
+            self.store.save_candidate(name, family, cv, background=family == "baseline")
 
     def fold_models(self, name: str) -> list:
         """The candidate's fitted fold models, loaded from the store the first time if needed."""
