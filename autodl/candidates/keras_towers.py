@@ -201,6 +201,11 @@ def _fold_preprocessing(data: DevData, style: str, numeric_scaling: str = "stand
             return entry
     if any(entry.data is not data for entry in _CACHED):
         release_fold_preprocessing()  # another table: free the previous one first
+    # The new one will be about as large as those held: make room first, so that on a large
+    # table two gigabyte-sized preprocessings never coexist while the new one is computed.
+    expected = max((entry.nbytes for entry in _CACHED), default=0)
+    while _CACHED and sum(entry.nbytes for entry in _CACHED) + expected > CACHE_BYTES:
+        _CACHED.pop(0)
     preprocessors = [
         build_preprocessor(data.profile, style, numeric_scaling).fit(
             data.features.iloc[fold.train], data.y[fold.train]

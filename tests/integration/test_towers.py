@@ -291,3 +291,24 @@ def test_each_numeric_scaling_gets_its_own_fold_preprocessing(dev):
     assert type(standard.models[0][0].named_transformers_["numeric"][-1]).__name__ == "StandardScaler"
     assert again.models[0][0] is standard.models[0][0]  # both stay cached on small data
     release_fold_preprocessing()
+
+
+def test_a_large_fold_preprocessing_is_freed_before_the_next_is_computed(dev, monkeypatch):
+    # On a million rows one fold preprocessing is a gigabyte: two must never be held at once.
+    from autodl.candidates import keras_towers
+
+    keras_towers.release_fold_preprocessing()
+    standard = keras_towers._fold_preprocessing(dev, "dense", "standard")
+    monkeypatch.setattr(keras_towers, "CACHE_BYTES", int(standard.nbytes * 1.5))
+    held_while_computing = []
+    real_build = keras_towers.build_preprocessor
+
+    def build(*args, **kwargs):
+        held_while_computing.append(sum(entry.nbytes for entry in keras_towers._CACHED))
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(keras_towers, "build_preprocessor", build)
+    quantile = keras_towers._fold_preprocessing(dev, "dense", "quantile")
+    assert held_while_computing and max(held_while_computing) == 0
+    assert keras_towers._CACHED == [quantile]
+    keras_towers.release_fold_preprocessing()
