@@ -9,13 +9,17 @@ from autodl.store import RunStore
 from autodl.tuning.cv import CVResult
 
 KEEP_KERAS_MODELS = 8
+# On more development rows than this, a baseline's fold models live on disk only once written:
+# a million rows' forests take a gigabyte of memory the Keras search needs more.
+IN_MEMORY_ROWS = 200_000
 
 
 class CandidatePool:
     """Out-of-fold predictions and fold models of the candidates that may join the final model.
 
     Every baseline is kept; of the Keras trials only the best KEEP_KERAS_MODELS, so memory stays
-    bounded over long searches. Kept candidates are mirrored to the run store.
+    bounded over long searches. Kept candidates are mirrored to the run store; on large data a
+    baseline's fold models are then held there only, and loaded again if the final model uses them.
     """
 
     def __init__(self, metric: Metric, store: RunStore) -> None:
@@ -31,11 +35,12 @@ class CandidatePool:
         models (loaded with `with_models=False`) leaves them there until `fold_models` asks."""
         if name == "dummy":  # the reference floor, never a useful ensemble member
             return
+        on_disk_only = persist and family == "baseline" and len(cv.oof) > IN_MEMORY_ROWS
         self.scores[name], self.family[name], self.oof[name], self.models[name] = (
             cv.mean,
             family,
             cv.oof,
-            cv.models or None,
+            None if on_disk_only else cv.models or None,
         )
         keras = sorted(
             (n for n in self.scores if self.family[n] == "keras"),

@@ -169,3 +169,21 @@ def test_final_model_built_from_stored_candidates_stands_alone(binary, tmp_path)
     model.save(tmp_path / "model", saved=saved)
     shutil.rmtree(tmp_path / "run")
     assert_same_predictions(model, TabularModel.load(tmp_path / "model"), raw_rows(dataset))
+
+
+def test_on_large_data_a_baseline_pool_member_is_held_on_disk_only(binary, tmp_path, monkeypatch):
+    """Past IN_MEMORY_ROWS development rows a baseline's fold models are dropped from memory once
+    written (a million rows' forests are a gigabyte) and loaded again, the same, when needed."""
+    from autodl import pool as pool_module
+
+    dataset, dev = binary
+    metric = resolve_metric("binary", None)
+    candidates = {c.name: c for c in baseline_candidates("binary", dataset.n_rows, 0)}
+    cv = cross_validate(candidates["random_forest"], dev, metric)
+    monkeypatch.setattr(pool_module, "IN_MEMORY_ROWS", len(dev.y) - 1)
+    pool = pool_module.CandidatePool(metric, RunStore(tmp_path / "run"))
+    pool.add("random_forest", "baseline", cv)
+    assert pool.models["random_forest"] is None
+    rows = dev.features.head(50)
+    for loaded, fitted in zip(pool.fold_models("random_forest"), cv.models, strict=True):
+        np.testing.assert_allclose(loaded.predict_proba(rows), fitted.predict_proba(rows), rtol=1e-12)
