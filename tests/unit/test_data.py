@@ -466,3 +466,21 @@ def test_datetime_features_expand_a_date_column():
     assert out[1, 5] == (pd.Timestamp("2020-01-01") - pd.Timestamp("1970-01-01")).days
     assert np.isnan(out[2]).all()
     assert list(features.get_feature_names_out()) == [f"when_{part}" for part in DatetimeFeatures.PARTS]
+
+
+def test_gradient_boosting_splits_only_low_cardinality_columns_as_categories():
+    from autodl.data.profile import profile_columns
+    from autodl.preprocess import NATIVE_CATEGORY_LEVELS, tree_categorical_mask
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "few": rng.choice(["a", "b", "c"], size=n),
+            "many": rng.choice([f"v{i}" for i in range(NATIVE_CATEGORY_LEVELS + 40)], size=n),
+        }
+    )
+    profile = profile_columns(frame)
+    assert [c.kind for c in profile.columns] == ["numeric", "categorical", "categorical"]
+    assert tree_categorical_mask(profile) == [False, True, False]
