@@ -172,6 +172,7 @@ def build_preprocessor(
                 min_frequency=MIN_CATEGORY_FREQUENCY,
                 max_categories=MAX_ONEHOT_CATEGORIES,
                 sparse_output=False,
+                dtype=np.float32,  # 0/1 exactly; half the memory of the default float64
             )
             labels = make_pipeline(ToLabels(), encoder)
         else:
@@ -189,6 +190,26 @@ def build_preprocessor(
     )
     parts = [(kind, transformers[kind], columns[kind]) for kind in order if columns[kind]]
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+
+
+def fit_preprocessor(preprocessor: ColumnTransformer, features: pd.DataFrame, y=None) -> ColumnTransformer:
+    """Fit `preprocessor` without building the output matrix that its `fit` would throw away.
+
+    `ColumnTransformer.fit` is `fit_transform` with the result discarded: on a million rows the
+    stacked float64 output alone is gigabytes (fitting one fold's preprocessor on 640k rows of
+    the scale benchmark's table peaked 3.2 GB above the table, 2.0 GB without the stacking).
+    `_hstack` is the step scikit-learn documents for subclasses to override; shadowing it on the
+    instance for this one call keeps the fitted object a plain ColumnTransformer.
+    """
+    preprocessor._hstack = _no_stacked_output
+    try:
+        return preprocessor.fit(features, y)
+    finally:
+        del preprocessor._hstack
+
+
+def _no_stacked_output(Xs, *, n_samples):
+    return None
 
 
 def category_cardinalities(preprocessor: ColumnTransformer) -> list[int]:

@@ -27,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from autodl.candidates.builders import build_mlp, build_optimizer, build_stacked_mlp, loss_for, tower_weights
 from autodl.candidates.keras_model import KerasTabularModel, TrainingDiverged, _deadline_callback, inner_split
 from autodl.metrics import Metric
-from autodl.preprocess import build_preprocessor, category_cardinalities
+from autodl.preprocess import build_preprocessor, category_cardinalities, fit_preprocessor
 from autodl.runtime import import_keras
 from autodl.tuning.cv import CVResult, DeadlineReached, DevData, FoldCollector
 
@@ -207,8 +207,10 @@ def _fold_preprocessing(data: DevData, style: str, numeric_scaling: str = "stand
     while _CACHED and sum(entry.nbytes for entry in _CACHED) + expected > CACHE_BYTES:
         _CACHED.pop(0)
     preprocessors = [
-        build_preprocessor(data.profile, style, numeric_scaling).fit(
-            data.features.iloc[fold.train], data.y[fold.train]
+        fit_preprocessor(
+            build_preprocessor(data.profile, style, numeric_scaling),
+            data.features.iloc[fold.train],
+            data.y[fold.train],
         )
         for fold in data.folds
     ]

@@ -135,11 +135,9 @@ class HyperModelTrials:
         collected = FoldCollector(data, metric)
         for fold in data.folds:
             keras.utils.set_random_seed(seed)
-            pre = build_preprocessor(data.profile, "dense").fit(
-                data.features.iloc[fold.train], data.y[fold.train]
-            )
-            X = np.asarray(pre.transform(data.features.iloc[fold.train]), dtype=np.float32)
             y = data.y[fold.train]
+            pre = build_preprocessor(data.profile, "dense")
+            X = np.asarray(pre.fit_transform(data.features.iloc[fold.train], y), dtype=np.float32)
             train, valid = inner_split(y, task=data.task, fraction=self.validation_fraction, seed=seed)
             hp = optuna_hyperparameters(trial)
             model = self.hypermodel.build(hp)

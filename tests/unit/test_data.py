@@ -7,6 +7,7 @@ import gzip
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
 
 from autodl.data.dataset import build_dataset
 from autodl.data.load import read_table
@@ -14,7 +15,7 @@ from autodl.data.profile import profile_columns
 from autodl.data.task import detect_task
 from autodl.errors import ConfigError, DataError
 from autodl.metrics import DEFAULT_METRIC, SECONDARY, resolve_metric, score_all
-from autodl.preprocess import DatetimeFeatures, build_preprocessor
+from autodl.preprocess import DatetimeFeatures, build_preprocessor, fit_preprocessor
 from autodl.split import holdout_split, make_folds
 
 SMALL = pd.DataFrame(
@@ -409,6 +410,23 @@ def test_build_preprocessor_fits_with_missing_values(style):
     names = list(transformer.get_feature_names_out())
     assert "day_year" in names and "day_epoch_days" in names
     assert len(names) == out.shape[1]
+
+
+@pytest.mark.parametrize("style", ["dense", "embedding", "tree"])
+def test_fit_preprocessor_transforms_as_a_plain_fit(style, monkeypatch):
+    frame = _mixed_frame()
+    profile = profile_columns(frame)
+    plain = build_preprocessor(profile, style).fit(frame)
+    stacked = []
+    original = ColumnTransformer._hstack
+    monkeypatch.setattr(
+        ColumnTransformer, "_hstack", lambda self, Xs, **kw: stacked.append(1) or original(self, Xs, **kw)
+    )
+    lean = fit_preprocessor(build_preprocessor(profile, style), frame)
+    assert not stacked  # the fit never built the output matrix
+    assert type(lean) is type(plain) and "_hstack" not in vars(lean)
+    np.testing.assert_array_equal(lean.transform(frame), plain.transform(frame))
+    assert stacked  # ... which transform still does
 
 
 @pytest.mark.parametrize("style", ["dense", "tree"])
