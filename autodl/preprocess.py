@@ -95,7 +95,22 @@ class ShiftCodes(BaseEstimator, TransformerMixin):
         return self
 
     def transform(self, X) -> np.ndarray:
-        return np.asarray(X, dtype=float) + 1.0
+        return np.asarray(X, dtype=np.float32) + np.float32(1.0)
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray(input_features, dtype=object)
+
+
+class AsFloat32(BaseEstimator, TransformerMixin):
+    """Cast scaled numbers to float32: networks train in float32, linear models accept it, and on
+    a million rows the stacked matrix of the "dense" style takes half the memory."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=np.float32)
 
     def get_feature_names_out(self, input_features=None):
         return np.asarray(input_features, dtype=object)
@@ -136,7 +151,7 @@ def build_preprocessor(
     """A ColumnTransformer for the modeled columns of `profile`.
 
     "dense" (neural networks, linear models, kernels): impute, scale numbers, one-hot encode
-    (rare and unseen categories grouped). "embedding": the same for numbers, categories as
+    (rare and unseen categories grouped); float32 output. "embedding": the same for numbers, categories as
     integer codes placed last (0 = unseen) for embedding layers. "tree": numbers kept with
     their missing values, categories ordinal-encoded, unseen categories as missing.
     `numeric_scaling` (not for "tree"): "standard" (zero mean, unit variance) or "quantile"
@@ -162,9 +177,13 @@ def build_preprocessor(
             ToNumbers(),
             SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
             NormalQuantiles() if numeric_scaling == "quantile" else StandardScaler(),
+            AsFloat32(),
         )
         dates = make_pipeline(
-            DatetimeFeatures(), SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()
+            DatetimeFeatures(),
+            SimpleImputer(strategy="median", keep_empty_features=True),
+            StandardScaler(),
+            AsFloat32(),
         )
         if style == "dense":
             encoder = OneHotEncoder(

@@ -127,6 +127,12 @@ class RunStore:
         """Write a candidate's fold models and OOF predictions; `background` for scikit-learn
         models only (a Keras network is written at once: clearing a Keras session between trials
         must not race a save)."""
+        if background:
+            # skops' import walks every scikit-learn module (~2 s). Done first in the writer thread,
+            # beside the main thread importing TensorFlow, it held the linear model's outcome line
+            # back ~5 s, past the first Keras trial: a kill then lost a finished candidate.
+            import skops.io  # noqa: F401
+
         self._write(
             lambda: self._save_candidate(name, family, cv), when="background" if background else "now"
         )

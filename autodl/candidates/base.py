@@ -45,6 +45,9 @@ def predict_scores(pipeline: Pipeline, features, n_classes: int) -> np.ndarray:
     if n_classes == 0:
         return np.asarray(pipeline.predict(features), dtype=float).reshape(-1)
     proba = np.asarray(pipeline.predict_proba(features), dtype=float)
+    # A model fitted on float32 features gives float32 probabilities: rows sum to 1 only within
+    # ~1e-7, which log loss would warn about.
+    proba /= proba.sum(axis=1, keepdims=True)
     seen = np.asarray(pipeline.classes_, dtype=int)
     if len(seen) == n_classes and np.array_equal(seen, np.arange(n_classes)):
         return proba

@@ -96,22 +96,24 @@ def test_each_tower_preprocessor_is_fitted_on_its_fold_training_rows(dev, towers
         reference = build_preprocessor(dev.profile, "dense").fit(
             dev.features.iloc[fold.train], dev.y[fold.train]
         )
-        numbers = fitted.named_transformers_["numeric"]
-        expected = reference.named_transformers_["numeric"]
-        np.testing.assert_array_equal(numbers[-2].statistics_, expected[-2].statistics_)  # medians
-        np.testing.assert_array_equal(numbers[-1].mean_, expected[-1].mean_)
-        np.testing.assert_array_equal(numbers[-1].scale_, expected[-1].scale_)
+        numbers = fitted.named_transformers_["numeric"].named_steps
+        expected = reference.named_transformers_["numeric"].named_steps
+        imputer, scaler = numbers["simpleimputer"], numbers["standardscaler"]
+        np.testing.assert_array_equal(imputer.statistics_, expected["simpleimputer"].statistics_)  # medians
+        np.testing.assert_array_equal(scaler.mean_, expected["standardscaler"].mean_)
+        np.testing.assert_array_equal(scaler.scale_, expected["standardscaler"].scale_)
         categories = fitted.named_transformers_["categorical"][-1]
         expected_categories = reference.named_transformers_["categorical"][-1]
         for got, want in zip(categories.categories_, expected_categories.categories_, strict=True):
             assert list(got) == list(want)
         assert fitted.n_features_in_ == reference.n_features_in_
-        assert np.all(np.atleast_1d(numbers[-1].n_samples_seen_) == len(fold.train))
+        assert np.all(np.atleast_1d(scaler.n_samples_seen_) == len(fold.train))
         transformed = fitted.transform(dev.features)
         np.testing.assert_allclose(transformed, reference.transform(dev.features))
         assert pipeline[-1].n_features_in_ == transformed.shape[1]
         # The check has power: statistics over all rows (held-out ones included) are different.
-        assert not np.allclose(numbers[-1].mean_, everything.named_transformers_["numeric"][-1].mean_)
+        everywhere = everything.named_transformers_["numeric"].named_steps["standardscaler"]
+        assert not np.allclose(scaler.mean_, everywhere.mean_)
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
@@ -286,9 +288,9 @@ def test_each_numeric_scaling_gets_its_own_fold_preprocessing(dev):
     standard = cross_validate_towers(PARAMS, fixed, dev, METRIC, seed=0)
     quantile = cross_validate_towers({**PARAMS, "numeric_scaling": "quantile"}, fixed, dev, METRIC, seed=0)
     again = cross_validate_towers(PARAMS, fixed, dev, METRIC, seed=0)
-    scaler = quantile.models[0][0].named_transformers_["numeric"][-1]
+    scaler = quantile.models[0][0].named_transformers_["numeric"][-2]
     assert type(scaler).__name__ == "NormalQuantiles"
-    assert type(standard.models[0][0].named_transformers_["numeric"][-1]).__name__ == "StandardScaler"
+    assert type(standard.models[0][0].named_transformers_["numeric"][-2]).__name__ == "StandardScaler"
     assert again.models[0][0] is standard.models[0][0]  # both stay cached on small data
     release_fold_preprocessing()
 

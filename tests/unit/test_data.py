@@ -502,3 +502,18 @@ def test_gradient_boosting_splits_only_low_cardinality_columns_as_categories():
     profile = profile_columns(frame)
     assert [c.kind for c in profile.columns] == ["numeric", "categorical", "categorical"]
     assert tree_categorical_mask(profile) == [False, True, False]
+
+
+def test_probabilities_of_a_model_on_float32_features_sum_to_one():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from autodl.candidates.base import predict_scores
+
+    frame = _mixed_frame(90)
+    y = np.arange(90) % 3
+    pipeline = make_pipeline(build_preprocessor(profile_columns(frame), "dense"), LogisticRegression())
+    pipeline.fit(frame, y)
+    assert pipeline.predict_proba(frame).dtype == np.float32  # the dense features are float32
+    scores = predict_scores(pipeline, frame, 3)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=0, atol=1e-12)
