@@ -125,6 +125,7 @@ class RichReporter(Reporter):
             return
         line = (
             f"  trial {outcome.trial_number:>3}  {outcome.mean:.4f} ± {outcome.std:.4f}  ({outcome.fit_seconds:.1f}s)"
+            + (f"  [dim]{escape(outcome.reason)}[/]" if outcome.reason else "")
             if outcome.state == "complete"
             else f"  trial {outcome.trial_number:>3}  [yellow]{outcome.state}[/]: {outcome.reason}"
         )

@@ -51,6 +51,7 @@ def _deadline_callback(deadline: float | None):
         def __init__(self) -> None:
             super().__init__()
             self.hit = False
+            self.cut_mid_epoch = False
             self._epoch_started = time.monotonic()
             self._epoch_seconds = 0.0
 
@@ -64,7 +65,7 @@ def _deadline_callback(deadline: float | None):
                     True  # diverged: the caller reports it (quietly, unlike TerminateOnNaN)
                 )
             elif deadline is not None and time.monotonic() >= deadline:
-                self.hit = True
+                self.hit = self.cut_mid_epoch = True
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):

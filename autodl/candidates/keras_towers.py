@@ -133,8 +133,11 @@ def cross_validate_towers(
     losses = history.history.get("loss", [])
     if not losses or not all(math.isfinite(v) for v in losses):
         raise TrainingDiverged(f"training loss became {losses[-1] if losses else 'undefined'}")
-    if stopper.hit:
-        raise DeadlineReached(f"time limit reached after epoch {len(losses)} of the fold towers")
+    if stopper.hit and len(losses) - stopper.cut_mid_epoch < 1:
+        raise DeadlineReached("time limit reached during the first epoch of the fold towers")
+    # Cut short by the time limit after whole epochs, each tower still has the weights of its
+    # best epoch on its inner validation rows: k honest fold models, scored like any other (on
+    # a large table the one trial the budget allows would otherwise leave no network at all).
     monitor.restore_best()
 
     collected = FoldCollector(data, metric, started)
@@ -144,7 +147,7 @@ def cross_validate_towers(
         estimator = KerasTabularModel.from_trained(
             tower,
             history=tower_history,
-            stopped_at_deadline=False,
+            stopped_at_deadline=stopper.hit,
             y_scale=scales[i],
             task=task,
             n_classes=n_classes,
@@ -164,6 +167,7 @@ def cross_validate_towers(
                 "epochs": len(losses),
                 "n_parameters": estimator.n_parameters_,
                 "train_seconds": train_seconds / len(folds),  # this tower's share of the joint fit
+                "stopped_at_deadline": stopper.hit,
             },
         )
     return collected.result()

@@ -262,6 +262,9 @@ def run_keras_search(
         except Exception as error:  # a failing trial fails alone; the reason is kept
             trial.set_user_attr("reason", f"{type(error).__name__}: {error}".splitlines()[0][:500])
             raise
+        if any(detail.get("stopped_at_deadline") for detail in result.fold_details):
+            epochs = result.fold_details[0].get("epochs")
+            trial.set_user_attr("reason", f"time limit reached after epoch {epochs}: best epochs so far kept")
         trial.set_user_attr("fold_scores", result.fold_scores)
         trial.set_user_attr("fit_seconds", result.fit_seconds)
         cv_results[trial.number] = result

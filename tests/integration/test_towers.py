@@ -8,10 +8,13 @@ would let held-out labels reach it).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from autodl.candidates import keras_model
 from autodl.candidates.keras_model import KerasTabularModel, keras_candidate
 from autodl.candidates.keras_towers import cross_validate_towers
 from autodl.data.dataset import build_dataset
@@ -20,7 +23,7 @@ from autodl.preprocess import build_preprocessor
 from autodl.spaces import load_space
 from autodl.spaces.suggest import defaults_point
 from autodl.split import make_folds
-from autodl.tuning.cv import DevData, cross_validate
+from autodl.tuning.cv import DeadlineReached, DevData, cross_validate
 
 FOLDS = 5
 SPACE = load_space("mlp_small")
@@ -127,6 +130,26 @@ def test_tower_ignores_the_labels_of_its_held_out_rows(dev, batch_norm):
     before, after = tower_outputs(first, dev.features), tower_outputs(again, dev.features)
     np.testing.assert_allclose(after[0], before[0], atol=1e-6)  # tower 0 never saw those labels
     assert np.abs(after[1] - before[1]).max() > 1e-3  # tower 1 trains on them, so it moves
+
+
+def test_towers_cut_by_the_time_limit_keep_their_best_whole_epochs(dev, monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(keras_model, "time", SimpleNamespace(monotonic=lambda: clock["now"]))
+
+    def after_epoch(epoch: int, _loss: float) -> None:
+        if epoch == 1:
+            clock["now"] = 101.0  # the limit passes after two whole epochs
+
+    result = cross_validate_towers(
+        PARAMS, FIXED, dev, METRIC, seed=0, deadline=100.0, after_epoch=after_epoch
+    )
+    assert [d["stopped_at_deadline"] for d in result.fold_details] == [True] * FOLDS
+    assert [d["epochs"] for d in result.fold_details] == [3] * FOLDS  # two whole, one cut at its first step
+    assert len(result.fold_scores) == FOLDS and np.isfinite(result.oof).all()
+    assert all(m[-1].stopped_at_deadline_ for m in result.models)
+    clock["now"] = 0.0
+    with pytest.raises(DeadlineReached, match="first epoch"):
+        cross_validate_towers(PARAMS, FIXED, dev, METRIC, seed=0, deadline=-1.0)
 
 
 def test_towers_refuse_a_shared_reduce_on_plateau_schedule(dev):
