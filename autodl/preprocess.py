@@ -23,34 +23,31 @@ NATIVE_CATEGORY_LEVELS = 32
 NUMERIC_SCALINGS = ("standard", "quantile")
 
 
-class ToNumbers(BaseEstimator, TransformerMixin):
-    """Coerce columns to float: numbers stored as text (thousands separators allowed) or booleans."""
+class _OneToOne(BaseEstimator, TransformerMixin):
+    """A stateless transformer whose output column i is input column i, under the same name."""
 
     def fit(self, X, y=None):
         self.n_features_in_ = X.shape[1]
         return self
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray(input_features, dtype=object)
+
+
+class ToNumbers(_OneToOne):
+    """Coerce columns to float: numbers stored as text (thousands separators allowed) or booleans."""
 
     def transform(self, X) -> np.ndarray:
         frame = pd.DataFrame(X)
         return np.column_stack([_to_float(frame.iloc[:, i]) for i in range(frame.shape[1])])
 
-    def get_feature_names_out(self, input_features=None):
-        return np.asarray(input_features, dtype=object)
 
-
-class ToLabels(BaseEstimator, TransformerMixin):
+class ToLabels(_OneToOne):
     """Turn every categorical value into a string label; missing values become one label."""
-
-    def fit(self, X, y=None):
-        self.n_features_in_ = X.shape[1]
-        return self
 
     def transform(self, X) -> np.ndarray:
         frame = pd.DataFrame(X).astype(object)
         return frame.where(frame.notna(), MISSING_LABEL).astype(str).to_numpy(dtype=object)
-
-    def get_feature_names_out(self, input_features=None):
-        return np.asarray(input_features, dtype=object)
 
 
 class DatetimeFeatures(BaseEstimator, TransformerMixin):
@@ -87,33 +84,19 @@ class DatetimeFeatures(BaseEstimator, TransformerMixin):
         return np.asarray([f"{name}_{part}" for name in names for part in self.PARTS], dtype=object)
 
 
-class ShiftCodes(BaseEstimator, TransformerMixin):
+class ShiftCodes(_OneToOne):
     """Ordinal codes + 1, so code 0 means an unseen or unknown category (an embedding row of its own)."""
-
-    def fit(self, X, y=None):
-        self.n_features_in_ = X.shape[1]
-        return self
 
     def transform(self, X) -> np.ndarray:
         return np.asarray(X, dtype=np.float32) + np.float32(1.0)
 
-    def get_feature_names_out(self, input_features=None):
-        return np.asarray(input_features, dtype=object)
 
-
-class AsFloat32(BaseEstimator, TransformerMixin):
+class AsFloat32(_OneToOne):
     """Cast scaled numbers to float32: networks train in float32, linear models accept it, and on
     a million rows the stacked matrix of the "dense" style takes half the memory."""
 
-    def fit(self, X, y=None):
-        self.n_features_in_ = X.shape[1]
-        return self
-
     def transform(self, X) -> np.ndarray:
         return np.asarray(X, dtype=np.float32)
-
-    def get_feature_names_out(self, input_features=None):
-        return np.asarray(input_features, dtype=object)
 
 
 class NormalQuantiles(QuantileTransformer):

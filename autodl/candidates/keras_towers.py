@@ -133,7 +133,8 @@ def cross_validate_towers(
     losses = history.history.get("loss", [])
     if not losses or not all(math.isfinite(v) for v in losses):
         raise TrainingDiverged(f"training loss became {losses[-1] if losses else 'undefined'}")
-    if stopper.hit and len(losses) - stopper.cut_mid_epoch < 1:
+    whole_epochs = len(losses) - (1 if stopper.cut_mid_epoch else 0)  # Keras logs a cut epoch too
+    if stopper.hit and whole_epochs < 1:
         raise DeadlineReached("time limit reached during the first epoch of the fold towers")
     # Cut short by the time limit after whole epochs, each tower still has the weights of its
     # best epoch on its inner validation rows: k honest fold models, scored like any other (on
