@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def configure(threads: int = 1) -> None:
@@ -72,6 +75,26 @@ def release_keras_memory() -> None:
             del registry[name]
     keras.backend.clear_session(free_memory=True)  # its garbage collection now frees those graphs
     _return_freed_memory()
+
+
+@contextmanager
+def long_lived_objects_frozen() -> Iterator[None]:
+    """Keep the objects alive now (modules, TensorFlow, the data) out of garbage collection.
+
+    Each trial ends with a full collection to free its models' graphs; with TensorFlow, Keras,
+    MLflow and the data loaded, most of that collection (~0.3-0.5 s a trial on a 2-core
+    machine) walks the same half-million long-lived objects. `gc.freeze` moves them to a
+    generation the collector skips, which brings a trial's collection down to a few
+    milliseconds; objects made inside the block are collected as usual. Garbage is collected
+    before freezing, so none is held, and `gc.unfreeze` on the way out hands the frozen objects
+    back to the collector, so nothing that dies later stays uncollected.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _return_freed_memory() -> None:

@@ -15,7 +15,7 @@ from autodl.candidates.keras_towers import cross_validate_towers, release_fold_p
 from autodl.errors import ConfigError
 from autodl.metrics import Metric
 from autodl.result import CandidateOutcome
-from autodl.runtime import check_interrupt, release_keras_memory
+from autodl.runtime import check_interrupt, long_lived_objects_frozen, release_keras_memory
 from autodl.spaces.schema import SearchSpace
 from autodl.spaces.suggest import suggest_params, warm_start_points
 from autodl.tuning.cv import CVResult, DeadlineReached, DevData, cross_validate
@@ -309,9 +309,10 @@ def run_keras_search(
     timeout = None if budget.deadline is None else max(0.0, budget.seconds_left())
     # each trial starts by freeing the previous models (release_keras_memory), so Optuna need not collect too
     try:
-        study.optimize(
-            objective, timeout=timeout, callbacks=[record], catch=(Exception,), gc_after_trial=False
-        )
+        with long_lived_objects_frozen():
+            study.optimize(
+                objective, timeout=timeout, callbacks=[record], catch=(Exception,), gc_after_trial=False
+            )
     finally:
         release_fold_preprocessing()
     return stop["reason"]
