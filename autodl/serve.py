@@ -10,7 +10,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 from autodl.errors import DataError
-from autodl.model import TabularModel
+from autodl.model import MANIFEST, TabularModel
 
 MLFLOW_URI_SCHEMES = (
     "runs:/",
@@ -33,6 +33,10 @@ PINNED = (
     "skops",
     "pyarrow",
 )
+# The model being logged, by its manifest's text: MLflow's log-time check of the input example
+# loads the logged copy back in this process, and reading every fold's files again (seconds for
+# forests) would only repeat what the model in memory is.
+_being_logged: dict[str, TabularModel] = {}
 
 
 class AutodlPyfunc(mlflow.pyfunc.PythonModel):
@@ -46,7 +50,10 @@ class AutodlPyfunc(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context) -> None:
-        self.model = TabularModel.load(context.artifacts["model"])
+        folder = Path(context.artifacts["model"])
+        manifest = folder / MANIFEST
+        in_memory = _being_logged.get(manifest.read_text()) if manifest.is_file() else None
+        self.model = in_memory if in_memory is not None else TabularModel.load(folder)
         self.column_types = dict((getattr(context, "model_config", None) or {}).get("column_types", {}))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -99,7 +106,8 @@ def pinned_requirements() -> list[str]:
 def log_pyfunc_model(model_dir: Path, input_example: pd.DataFrame, model: TabularModel | None = None):
     """Log the saved model folder as an MLflow pyfunc in the active run; returns the ModelInfo.
 
-    `model`, the same model already in memory, saves loading the folder once more for the signature.
+    `model`, the same model already in memory, saves loading the folder again, for the signature
+    and for MLflow's check that the logged model serves the input example.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -117,16 +125,21 @@ def log_pyfunc_model(model_dir: Path, input_example: pd.DataFrame, model: Tabula
     # declared of any type: predict() coerces it (see AutodlPyfunc).
     signature.inputs = Schema([ColSpec(AnyType(), c.name, required=False) for c in signature.inputs.inputs])
     package_dir = Path(__file__).resolve().parent
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(package_dir / "mlflow_model.py"),
-        artifacts={"model": str(model_dir)},
-        model_config={"column_types": column_types},
-        signature=signature,
-        input_example=example,
-        pip_requirements=pinned_requirements(),
-        code_paths=[str(package_dir)],
-    )
+    manifest = (Path(model_dir) / MANIFEST).read_text()
+    _being_logged[manifest] = model
+    try:
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(package_dir / "mlflow_model.py"),
+            artifacts={"model": str(model_dir)},
+            model_config={"column_types": column_types},
+            signature=signature,
+            input_example=example,
+            pip_requirements=pinned_requirements(),
+            code_paths=[str(package_dir)],
+        )
+    finally:
+        del _being_logged[manifest]
 
 
 def _predict_pyfunc(pyfunc, frame: pd.DataFrame) -> pd.DataFrame:

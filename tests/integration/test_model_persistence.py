@@ -187,3 +187,65 @@ def test_on_large_data_a_baseline_pool_member_is_held_on_disk_only(binary, tmp_p
     rows = dev.features.head(50)
     for loaded, fitted in zip(pool.fold_models("random_forest"), cv.models, strict=True):
         np.testing.assert_allclose(loaded.predict_proba(rows), fitted.predict_proba(rows), rtol=1e-12)
+
+
+def test_trials_sharing_fold_preprocessors_store_them_once(binary, tmp_path):
+    """The Keras trials of a search share each fold's fitted preprocessor: the store writes it
+    once and links it for later trials, and each stored trial still loads and predicts as fitted."""
+    dataset, dev = binary
+    metric = resolve_metric("binary", None)
+    space = load_space("mlp_small")
+    fixed = {**space.fixed, "max_epochs": 2}
+    trials = {
+        f"keras_trial_{seed}": cross_validate_towers(defaults_point(space), fixed, dev, metric, seed=seed)
+        for seed in (0, 1)
+    }
+    store = RunStore(tmp_path / "run")
+    for name, cv in trials.items():
+        store.save_candidate(name, "keras", cv)
+    first, second = (tmp_path / "run" / "candidates" / name / "models" for name in trials)
+    for fold in ("fold_0", "fold_1"):
+        assert (first / fold / "preprocess.skops").samefile(second / fold / "preprocess.skops")
+        assert not (first / fold / "keras" / "model.keras").samefile(second / fold / "keras" / "model.keras")
+    shutil.rmtree(first.parent)  # a later trial's files stand alone
+    rows = raw_rows(dataset)
+    loaded = store.load_candidate("keras_trial_1")
+    for stored, fitted in zip(loaded.models, trials["keras_trial_1"].models, strict=True):
+        np.testing.assert_allclose(stored.predict_proba(rows), fitted.predict_proba(rows), rtol=1e-6)
+
+
+def test_logging_the_model_checks_its_input_example_without_reading_the_folder_back(
+    binary, tmp_path, monkeypatch
+):
+    """MLflow serves the input example through the logged model before it returns; the model in
+    memory stands in for its own files there (a forest ensemble took seconds to read back). The
+    logged model loads from its files everywhere else."""
+    import mlflow
+
+    from autodl import serve
+
+    dataset, dev = binary
+    linear = {c.name: c for c in baseline_candidates("binary", dataset.n_rows, 0)}["linear"]
+    model, _ = round_trip(
+        dataset, "linear", cross_validate(linear, dev, resolve_metric("binary", None)).models, tmp_path / "m"
+    )
+
+    read_back = []
+
+    def refuse(folder):
+        read_back.append(folder)
+        raise AssertionError(f"read back from {folder}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(TabularModel, "load", refuse)
+        with mlflow.start_run():
+            info = serve.log_pyfunc_model(tmp_path / "m", dataset.features.head(5), model)
+    assert read_back == []
+    assert serve._being_logged == {}
+    rows = raw_rows(dataset)
+    out = pd.DataFrame(mlflow.pyfunc.load_model(info.model_uri).predict(rows))
+    expected = model.predict_frame(rows)
+    assert list(out.columns) == list(expected.columns) and len(expected.columns) == 3
+    np.testing.assert_allclose(
+        out.iloc[:, 1:].to_numpy(float), expected.iloc[:, 1:].to_numpy(float), rtol=1e-9
+    )
