@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from autodl.model import load_pipelines, save_pipelines
+from autodl.model import WrittenPreprocessing, load_pipelines, save_pipelines
 from autodl.result import CandidateOutcome
 from autodl.tuning.cv import CVResult
 
@@ -58,6 +58,7 @@ class RunStore:
         self._writer: ThreadPoolExecutor | None = None
         self._last: Future | None = None
         self._failed: BaseException | None = None
+        self._preprocessing = WrittenPreprocessing()  # touched by one write at a time
 
     def flush(self) -> None:
         """Wait for the queued writes; raise the first one that failed."""
@@ -142,7 +143,7 @@ class RunStore:
         if folder.exists():
             shutil.rmtree(folder)
         try:
-            parts = save_pipelines(cv.models, folder, "models")
+            parts = save_pipelines(cv.models, folder, "models", self._preprocessing)
             np.save(folder / "oof.npy", cv.oof)
             meta = {
                 "name": name,
