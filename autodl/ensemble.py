@@ -10,16 +10,29 @@ from autodl.metrics import Metric
 
 ROUNDS = 25
 MIN_GAIN = 1e-5  # smaller gains are float noise (a constant member can nudge tied ranks)
+# Past this many rows the weights are chosen on a sample: one ROC AUC of 750k rows takes ~0.4 s
+# and the greedy rounds ask for up to 25 per candidate (30+ s past the time limit at 1M rows).
+SELECTION_ROWS = 100_000
 
 
 def select_ensemble(
-    oof: dict[str, np.ndarray], y: np.ndarray, metric: Metric, rounds: int = ROUNDS
+    oof: dict[str, np.ndarray],
+    y: np.ndarray,
+    metric: Metric,
+    rounds: int = ROUNDS,
+    max_rows: int = SELECTION_ROWS,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Weights (summing to 1) of the candidates whose averaged OOF predictions score best.
 
     Starts from the best single candidate and adds, with replacement, whichever candidate most
-    improves the blend; stops when no addition improves it.
+    improves the blend; stops when no addition improves it. With more than `max_rows` rows the
+    blends are scored on a random sample of `max_rows` of them (stratified by class when the
+    predictions are class probabilities).
     """
+    rows = sample_rows(y, max_rows, stratify=next(iter(oof.values())).ndim == 2, seed=seed)
+    if rows is not None:
+        oof, y = {name: values[rows] for name, values in oof.items()}, y[rows]
     names = list(oof)
     scores = {name: metric(y, oof[name]) for name in names}
     best_single = max(names, key=lambda n: scores[n] if metric.greater_is_better else -scores[n])
@@ -43,3 +56,19 @@ def select_ensemble(
 def blend(predictions: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     """The weighted average of the members' predictions."""
     return sum(weights[name] * predictions[name] for name in weights)
+
+
+def sample_rows(y: np.ndarray, size: int, *, stratify: bool, seed: int) -> np.ndarray | None:
+    """Sorted indices of `size` random rows (each class in its share, at least one row per
+    class, when stratified); None when there are no more than `size` rows."""
+    if len(y) <= size:
+        return None
+    rng = np.random.default_rng(seed)
+    if not stratify:
+        return np.sort(rng.choice(len(y), size=size, replace=False))
+    picked = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        take = min(len(members), max(1, round(len(members) * size / len(y))))
+        picked.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(picked))

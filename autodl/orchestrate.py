@@ -474,7 +474,11 @@ def _finalize(
     config, prepared: Prepared, pool, outcomes, output_dir, stop_reason, interrupted, started, tracker
 ) -> SearchResult:
     dev, metric, dataset = prepared.dev, prepared.metric, prepared.dataset
-    weights = select_ensemble(pool.oof, dev.y, metric) if config.final == "ensemble" else {pool.best(): 1.0}
+    weights = (
+        select_ensemble(pool.oof, dev.y, metric, seed=config.seed)
+        if config.final == "ensemble"
+        else {pool.best(): 1.0}
+    )
     cv_score = metric(dev.y, blend(pool.oof, weights))
     model = TabularModel(
         members=[Member(name, weight, pool.fold_models(name)) for name, weight in weights.items()],
