@@ -26,6 +26,7 @@ def build_mlp(
     n_classes: int,
     prefix: str = "",
     cardinalities: tuple[int, ...] = (),
+    name: str | None = None,
 ):
     """An uncompiled Keras MLP for `task` with `n_inputs` features; `prefix` keeps layer names unique.
 
@@ -53,7 +54,7 @@ def build_mlp(
             x = layers.Dropout(dropout, name=f"{prefix}dropout_{i}")(x)
     units, output_activation = OUTPUTS.get(task, (n_classes, "softmax"))
     outputs = layers.Dense(units, activation=output_activation, name=f"{prefix}output")(x)
-    return keras.Model(inputs, outputs, name=f"{prefix}mlp")
+    return keras.Model(inputs, outputs, name=name or f"{prefix}mlp")
 
 
 def _embed(inputs, n_inputs: int, cardinalities: tuple[int, ...], size: int, prefix: str):

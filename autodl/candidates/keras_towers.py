@@ -468,10 +468,15 @@ class _Stacked:
 
     def standalone(self, tower: int, name: str):
         network = build_mlp(
-            self.params, self.inputs.width(tower), self.task, self.n_classes, prefix=f"fold{tower}_"
+            self.params,
+            self.inputs.width(tower),
+            self.task,
+            self.n_classes,
+            prefix=f"fold{tower}_",
+            name=name,
         )
         tower_weights(self.model, tower, self.count, network, input_rows=self.inputs.input_rows(tower))
-        return self.keras.Model(network.inputs[0], network.outputs[0], name=name)
+        return network
 
 
 class _SideBySide:
