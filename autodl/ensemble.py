@@ -60,7 +60,10 @@ def blend(predictions: dict[str, np.ndarray], weights: dict[str, float]) -> np.n
 
 def sample_rows(y: np.ndarray, size: int, *, stratify: bool, seed: int) -> np.ndarray | None:
     """Sorted indices of `size` random rows (each class in its share, at least one row per
-    class, when stratified); None when there are no more than `size` rows."""
+    class, when stratified); None when there are no more than `size` rows.
+
+    Not `train_test_split(stratify=...)`: it refuses a class of one row and may drop a rare one.
+    """
     if len(y) <= size:
         return None
     rng = np.random.default_rng(seed)

@@ -143,7 +143,9 @@ class RunStore:
         if folder.exists():
             shutil.rmtree(folder)
         try:
-            parts = save_pipelines(cv.models, folder, "models", self._preprocessing)
+            # only the Keras trials share fitted fold preprocessors; a baseline's are its own
+            written = self._preprocessing if family == "keras" else None
+            parts = save_pipelines(cv.models, folder, "models", written)
             np.save(folder / "oof.npy", cv.oof)
             meta = {
                 "name": name,
