@@ -121,10 +121,15 @@ class TabularModel:
 
         `saved` maps a member's name to fold pipelines `save_pipelines` already wrote (root and
         parts): their files are linked or copied instead of serialized again (forests take
-        seconds to serialize and the search has already stored every candidate).
+        seconds to serialize and the search has already stored every candidate). Keras members
+        are written anew, as native `.keras` files: the run store keeps networks as weights.
         """
         folder.mkdir(parents=True, exist_ok=True)
-        saved = saved or {}
+        saved = {
+            name: where
+            for name, where in (saved or {}).items()
+            if all(part["estimator"] != "keras" for part in where[1])
+        }
         for old in folder.glob("member_*"):  # a resumed search's earlier model: its files may be
             shutil.rmtree(old)  # hard links into the run store, never to be written through
         manifest = {
@@ -176,12 +181,18 @@ class TabularModel:
 
 
 def save_pipelines(
-    pipelines: list[Pipeline], root: Path, prefix: str, written: WrittenPreprocessing | None = None
+    pipelines: list[Pipeline],
+    root: Path,
+    prefix: str,
+    written: WrittenPreprocessing | None = None,
+    *,
+    native: bool = True,
 ) -> list[dict[str, str]]:
     """Save fitted fold pipelines under root/prefix/fold_i; returns their manifest entries.
 
     With `written`, a preprocessing part already written through it is hard-linked, not written
-    again (see WrittenPreprocessing).
+    again (see WrittenPreprocessing). With `native=False`, Keras networks not yet built are
+    written as weights (the run store's format; see KerasTabularModel.save).
     """
     import skops.io as sio
 
@@ -198,7 +209,7 @@ def save_pipelines(
                 written.add(preprocess, path)
         estimator = pipeline[-1]
         if isinstance(estimator, KerasTabularModel):
-            estimator.save(base / "keras")
+            estimator.save(base / "keras", native=native)
             kind = "keras"
         else:
             sio.dump(estimator, base / "estimator.skops")
@@ -272,8 +283,9 @@ def load_pipelines(parts: list[dict[str, str]], root: Path) -> list[Pipeline]:
                 estimator = KerasTabularModel.load(base / "keras")
             except (ValueError, TypeError, KeyError, OSError) as error:
                 reason = str(error).strip().split(". ")[0].splitlines()[0][:300] if str(error).strip() else ""
+                network = next((base / "keras").glob("*.keras"), base / "keras" / "network.npz")
                 raise DataError(
-                    f"cannot load the Keras network {base / 'keras' / 'model.keras'} ({reason or type(error).__name__})",
+                    f"cannot load the Keras network {network} ({reason or type(error).__name__})",
                     "load only model folders that autodl wrote (Keras safe mode refuses code stored in a model file)",
                 ) from error
         else:

@@ -145,7 +145,7 @@ class RunStore:
         try:
             # only the Keras trials share fitted fold preprocessors; a baseline's are its own
             written = self._preprocessing if family == "keras" else None
-            parts = save_pipelines(cv.models, folder, "models", written)
+            parts = save_pipelines(cv.models, folder, "models", written, native=False)
             np.save(folder / "oof.npy", cv.oof)
             meta = {
                 "name": name,

@@ -115,7 +115,8 @@ def build_stacked_mlp(
     Every weight carries a leading tower axis (batch normalization's, flattened) and towers never
     mix, so tower i trains exactly like a separate network; one model has a fraction of the
     operations of `towers` separate ones, which makes tracing and small-batch steps several
-    times cheaper. Layer names match `build_mlp`'s, which `tower_weights` relies on.
+    times cheaper. Layer names match `build_mlp`'s, and each tower's weights come in `build_mlp`'s
+    order, which `NetworkRecipe` relies on.
 
     Inputs: `n_values` feature values per tower, and with `one_hot = (n_positions, width)` the
     positions of the ones in a one-hot block of `width` columns (position `width`: none), which
@@ -147,29 +148,6 @@ def build_stacked_mlp(
     units, output_activation = OUTPUTS.get(task, (n_classes, "softmax"))
     outputs = dense(towers, units, activation=output_activation, name="output")(x)
     return keras.Model(inputs if n_positions else inputs[0], outputs, name="stacked_mlp")
-
-
-def tower_weights(stacked, tower: int, towers: int, network, input_rows=None) -> None:
-    """Copy tower `tower` of `build_stacked_mlp`'s model into `network` (a `build_mlp` network).
-
-    `input_rows[c]`: the row of the stacked first kernel that serves the network's input column
-    c (the stacked inputs order and pad the columns); by default the first rows, in order.
-    """
-    first = True
-    for layer in network.layers:
-        if not layer.weights:
-            continue
-        name = layer.name.split("_", 1)[1] if layer.name.startswith("fold") else layer.name
-        source = stacked.get_layer(name)
-        values = []
-        for target, value in zip(layer.weights, source.get_weights(), strict=True):
-            value = value.reshape(towers, -1) if value.ndim == 1 else value
-            piece = value[tower]
-            if first and input_rows is not None and piece.ndim == 2:
-                piece = piece[input_rows]
-            values.append(piece[: target.shape[0]] if piece.shape != tuple(target.shape) else piece)
-        layer.set_weights(values)
-        first = False
 
 
 @functools.cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,39 @@ def _deadline_callback(deadline: float | None):
     return StopAtDeadline()
 
 
+@dataclass
+class NetworkRecipe:
+    """A trained `build_mlp` network not yet built as a Keras model: its shape arguments and weights.
+
+    The fold towers yield five networks per trial and most trials never join the final model;
+    building a functional Keras model costs ~70 ms, so a network from the towers is built on
+    first use only, and the run store keeps it as weights.
+    """
+
+    n_inputs: int
+    weights: list[np.ndarray] = field(repr=False)
+    prefix: str = ""
+    name: str | None = None
+    cardinalities: tuple[int, ...] = ()
+
+    @property
+    def n_parameters(self) -> int:
+        return int(sum(w.size for w in self.weights))
+
+    def build(self, params: dict[str, Any], task: str, n_classes: int):
+        network = build_mlp(
+            params,
+            self.n_inputs,
+            task,
+            n_classes,
+            prefix=self.prefix,
+            cardinalities=tuple(self.cardinalities),
+            name=self.name,
+        )
+        network.set_weights(self.weights)
+        return network
+
+
 class KerasTabularModel(BaseEstimator):
     """An MLP (or any network from `params`) trained with an inner validation split for early stopping.
 
@@ -104,6 +138,22 @@ class KerasTabularModel(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.seed = seed
         self.deadline = deadline
+
+    @property
+    def model_(self):
+        """The Keras network; one from the fold towers is built from its recipe on first use."""
+        network = self.__dict__.get("_network")
+        if network is None:
+            recipe = self.__dict__.get("_recipe")
+            if recipe is None:
+                raise AttributeError("model_: the estimator is not fitted")
+            network = recipe.build(dict(self.params or {}), self.task, self.n_classes)
+            self._network, self._recipe = network, None
+        return network
+
+    @model_.setter
+    def model_(self, network) -> None:
+        self._network, self._recipe = network, None
 
     def fit(self, X, y) -> KerasTabularModel:
         keras = import_keras()
@@ -173,16 +223,22 @@ class KerasTabularModel(BaseEstimator):
     def from_trained(
         cls, model, *, history: dict, stopped_at_deadline: bool, y_scale=None, **init
     ) -> KerasTabularModel:
-        """Wrap a network trained elsewhere (the fold towers) as a fitted estimator."""
+        """Wrap a network trained elsewhere (a Keras model, or a NetworkRecipe from the fold
+        towers, built when first needed) as a fitted estimator."""
         estimator = cls(**init)
-        estimator.model_ = model
+        if isinstance(model, NetworkRecipe):
+            estimator._network, estimator._recipe = None, model
+            estimator.n_parameters_ = model.n_parameters
+            estimator.n_features_in_ = model.n_inputs
+        else:
+            estimator.model_ = model
+            estimator.n_parameters_ = int(model.count_params())
+            estimator.n_features_in_ = int(model.inputs[0].shape[-1])
         estimator.history_ = history
         val_losses = history.get("val_loss") or history.get("loss") or [0.0]
         estimator.best_epoch_ = int(np.nanargmin(val_losses)) + 1
         estimator.epochs_trained_ = len(history.get("loss", val_losses))
         estimator.stopped_at_deadline_ = stopped_at_deadline
-        estimator.n_parameters_ = int(model.count_params())
-        estimator.n_features_in_ = int(model.inputs[0].shape[-1])
         if estimator.task == "regression":
             estimator.y_mean_, estimator.y_std_ = y_scale
         else:
@@ -199,38 +255,72 @@ class KerasTabularModel(BaseEstimator):
         ]
         return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, 1))
 
-    def predict_proba(self, X) -> np.ndarray:
-        out = self._raw_predict(X).astype(float)
+    def scores_from_output(self, out: np.ndarray) -> np.ndarray:
+        """What `predict_scores` gives for rows on which the network's raw output is `out`
+        (class probabilities, or values): the towers score held-out rows in the stacked model."""
+        if self.task == "regression":
+            return np.asarray(out, dtype=float).reshape(-1) * self.y_std_ + self.y_mean_
+        proba = self._proba(out)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    @staticmethod
+    def _proba(out: np.ndarray) -> np.ndarray:
+        out = np.asarray(out, dtype=float)
         if out.ndim == 1 or out.shape[1] == 1:  # one sigmoid unit: the positive class
             p = np.clip(out.reshape(-1), 0.0, 1.0)
             return np.column_stack([1 - p, p])
         return out / out.sum(axis=1, keepdims=True)
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self._proba(self._raw_predict(X))
 
     def predict(self, X) -> np.ndarray:
         if self.task == "regression":
             return self._raw_predict(X).reshape(-1) * self.y_std_ + self.y_mean_
         return np.argmax(self.predict_proba(X), axis=1)
 
-    def save(self, folder: Path) -> None:
-        """Write the network as `model.keras` and the estimator's settings as `estimator.json`."""
+    def save(self, folder: Path, *, native: bool = True) -> None:
+        """Write the network as `model.keras` and the estimator's settings as `estimator.json`.
+
+        With `native=False` a network not yet built (a NetworkRecipe) is written as its weights
+        (`network.npz`, recipe in `estimator.json`) instead: the run store's format, which
+        costs no Keras build. A saved model folder is always native.
+        """
         folder.mkdir(parents=True, exist_ok=True)
-        self.model_.save(folder / "model.keras")
+        recipe = self.__dict__.get("_recipe")
         state = {
             "init": {**self.get_params(), "deadline": None},
             "y_mean": getattr(self, "y_mean_", None),
             "y_std": getattr(self, "y_std_", None),
             "n_features_in": self.n_features_in_,
         }
+        if recipe is not None and not native:
+            np.savez(folder / "network.npz", *recipe.weights)
+            state["recipe"] = {
+                "n_inputs": recipe.n_inputs,
+                "prefix": recipe.prefix,
+                "name": recipe.name,
+                "cardinalities": list(recipe.cardinalities),
+            }
+        else:
+            self.model_.save(folder / "model.keras")
         (folder / "estimator.json").write_text(json.dumps(state, indent=1, default=str))
 
     @classmethod
     def load(cls, folder: Path) -> KerasTabularModel:
-        """Load with Keras safe mode: no code from the file is run."""
-        keras = import_keras()
-
+        """Load with Keras safe mode (or from weights and a recipe): no code from the file is run."""
         state = json.loads((folder / "estimator.json").read_text())
         estimator = cls(**state["init"])
-        estimator.model_ = keras.saving.load_model(folder / "model.keras", safe_mode=True, compile=False)
+        if "recipe" in state:
+            with np.load(folder / "network.npz", allow_pickle=False) as stored:
+                weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+            recipe = NetworkRecipe(weights=weights, **state["recipe"])
+            # built now, so that weights that do not fit the recipe fail the load, not a prediction
+            estimator.model_ = recipe.build(dict(estimator.params or {}), estimator.task, estimator.n_classes)
+            estimator.n_parameters_ = recipe.n_parameters
+        else:
+            keras = import_keras()
+            estimator.model_ = keras.saving.load_model(folder / "model.keras", safe_mode=True, compile=False)
         estimator.n_features_in_ = state["n_features_in"]
         if estimator.task == "regression":
             estimator.y_mean_, estimator.y_std_ = state["y_mean"], state["y_std"]

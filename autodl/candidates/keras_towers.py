@@ -8,8 +8,9 @@ own inner validation rows, and is scored on fold i's held-out rows, as a separat
 Nothing a tower learns depends on another fold's rows: weights, optimizer state and batch
 statistics are per tower, schedules are data-independent (a shared reduce-on-plateau schedule
 would not be, so it is refused here), and the all-towers-done stop comes after each tower's own
-best epoch. Each tower is then copied out as a standalone network, paired with its fold's
-preprocessing. Embedding spaces (per-fold vocabularies) put k separate networks side by side
+best epoch. The stacked model then scores each fold's held-out rows with that fold's tower, and
+each tower is kept as its weights (a NetworkRecipe, built as a standalone network on first
+use), paired with its fold's preprocessing. Embedding spaces (per-fold vocabularies) put k separate networks side by side
 in one model instead, with the same row walks.
 """
 
@@ -24,8 +25,14 @@ from typing import Any, Protocol
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from autodl.candidates.builders import build_mlp, build_optimizer, build_stacked_mlp, loss_for, tower_weights
-from autodl.candidates.keras_model import KerasTabularModel, TrainingDiverged, _deadline_callback, inner_split
+from autodl.candidates.builders import build_mlp, build_optimizer, build_stacked_mlp, loss_for
+from autodl.candidates.keras_model import (
+    KerasTabularModel,
+    NetworkRecipe,
+    TrainingDiverged,
+    _deadline_callback,
+    inner_split,
+)
 from autodl.metrics import Metric
 from autodl.preprocess import build_preprocessor, category_cardinalities, fit_preprocessor
 from autodl.runtime import import_keras
@@ -141,9 +148,10 @@ def cross_validate_towers(
     # a large table the one trial the budget allows would otherwise leave no network at all).
     monitor.restore_best()
 
+    held_out = _held_out_outputs(towers, folds)
     collected = FoldCollector(data, metric, started)
     for i, fold in enumerate(folds):
-        tower = towers.standalone(i, name=f"mlp_fold{i}")
+        tower = towers.recipe(i, name=f"mlp_fold{i}")
         tower_history = {"loss": towers.training_loss(history.history, i), "val_loss": monitor.val_history[i]}
         estimator = KerasTabularModel.from_trained(
             tower,
@@ -162,7 +170,8 @@ def cross_validate_towers(
         collected.add(
             fold,
             pipeline,
-            {
+            prediction=estimator.scores_from_output(held_out[i]),
+            detail={
                 "history": tower_history,
                 "best_epoch": monitor.best_epoch[i] + 1,
                 "epochs": len(losses),
@@ -172,6 +181,15 @@ def cross_validate_towers(
             },
         )
     return collected.result()
+
+
+def _held_out_outputs(towers: _Towers, folds) -> list[np.ndarray]:
+    """Each tower's raw output on its own fold's held-out rows, in one pass of the joint model
+    (each position of a chunk holds a different row for each tower, as in training)."""
+    longest = max(len(fold.valid) for fold in folds)
+    order = np.stack([np.resize(fold.valid, longest) for fold in folds], axis=1)  # padded by repeats
+    outputs = towers.predict(order)
+    return [outputs[i][: len(fold.valid)] for i, fold in enumerate(folds)]
 
 
 @dataclass
@@ -310,7 +328,9 @@ class _Towers(Protocol):
 
     def training_arrays(self, targets, order: np.ndarray, mask: np.ndarray) -> tuple[Any, Any, Any]: ...
 
-    def predict(self, rows: np.ndarray) -> list[np.ndarray]: ...
+    def predict(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Each tower's output on `rows`: the same rows for every tower (n,), or each tower's own (n, k)."""
+        ...
 
     def weights(self, tower: int) -> list[np.ndarray]: ...
 
@@ -318,7 +338,9 @@ class _Towers(Protocol):
 
     def training_loss(self, history: dict[str, list[float]], tower: int) -> list[float]: ...
 
-    def standalone(self, tower: int, name: str) -> Any: ...
+    def recipe(self, tower: int, name: str) -> NetworkRecipe:
+        """Tower `tower` as a standalone `build_mlp` network on its fold's preprocessed columns."""
+        ...
 
 
 @dataclass
@@ -440,9 +462,11 @@ class _Stacked:
         return self.inputs.model_inputs((order, towers)), y, mask * self.count
 
     def predict(self, rows: np.ndarray) -> list[np.ndarray]:
-        pieces = []
+        pieces, towers = [], np.arange(self.count)
         for start in range(0, len(rows), EVAL_CHUNK):
-            out = self.model(self.inputs.model_inputs(rows[start : start + EVAL_CHUNK]), training=False)
+            chunk = rows[start : start + EVAL_CHUNK]
+            index = chunk if chunk.ndim == 1 else (chunk, towers)
+            out = self.model(self.inputs.model_inputs(index), training=False)
             pieces.append(self.keras.ops.convert_to_numpy(out))
         out = np.concatenate(pieces, axis=0)
         return [out[:, i] for i in range(self.count)]
@@ -466,17 +490,12 @@ class _Stacked:
         # one loss for the stacked model (the towers' sum): the towers' mean is what is known
         return [float(v) / self.count for v in history.get("loss", [])]
 
-    def standalone(self, tower: int, name: str):
-        network = build_mlp(
-            self.params,
-            self.inputs.width(tower),
-            self.task,
-            self.n_classes,
-            prefix=f"fold{tower}_",
-            name=name,
-        )
-        tower_weights(self.model, tower, self.count, network, input_rows=self.inputs.input_rows(tower))
-        return network
+    def recipe(self, tower: int, name: str) -> NetworkRecipe:
+        # build_mlp's weights come in the stacked model's order; the first kernel's rows are the
+        # expanded stacked input's, so they are picked (and ordered) as the fold's columns
+        weights = self.weights(tower)
+        weights[0] = weights[0][self.inputs.input_rows(tower)]
+        return NetworkRecipe(self.inputs.width(tower), weights, prefix=f"fold{tower}_", name=name)
 
 
 class _SideBySide:
@@ -484,6 +503,7 @@ class _SideBySide:
 
     def __init__(self, keras, params, inputs, task: str, n_classes: int, cardinalities) -> None:
         self.keras, self.inputs, self.count = keras, inputs, len(inputs)
+        self.cardinalities = cardinalities
         self.networks = [
             build_mlp(params, x.shape[1], task, n_classes, prefix=f"fold{i}_", cardinalities=cardinalities[i])
             for i, x in enumerate(inputs)
@@ -506,7 +526,10 @@ class _SideBySide:
         pieces = []
         for start in range(0, len(rows), EVAL_CHUNK):
             chunk = rows[start : start + EVAL_CHUNK]
-            out = self.model([x[chunk] for x in self.inputs], training=False)
+            out = self.model(
+                [x[chunk if chunk.ndim == 1 else chunk[:, i]] for i, x in enumerate(self.inputs)],
+                training=False,
+            )
             pieces.append([self.keras.ops.convert_to_numpy(o) for o in out])
         return [np.concatenate([p[i] for p in pieces], axis=0) for i in range(self.count)]
 
@@ -521,6 +544,11 @@ class _SideBySide:
         own = history.get(f"{self.model.output_names[tower]}_loss", history.get("loss", []))
         return [float(v) for v in own]
 
-    def standalone(self, tower: int, name: str):
-        network = self.networks[tower]
-        return self.keras.Model(network.inputs[0], network.outputs[0], name=name)
+    def recipe(self, tower: int, name: str) -> NetworkRecipe:
+        return NetworkRecipe(
+            self.inputs[tower].shape[1],
+            self.networks[tower].get_weights(),
+            prefix=f"fold{tower}_",
+            name=name,
+            cardinalities=self.cardinalities[tower],
+        )

@@ -64,9 +64,15 @@ class FoldCollector:
         self.details: list[dict] = []
         self.started = time.perf_counter() if started is None else started
 
-    def add(self, fold: Fold, pipeline: Pipeline, detail: dict) -> float:
-        """Score `pipeline` on the fold's held-out rows; returns the running mean of fold scores."""
-        prediction = predict_scores(pipeline, self.data.features.iloc[fold.valid], self.data.n_classes)
+    def add(
+        self, fold: Fold, pipeline: Pipeline, detail: dict, prediction: np.ndarray | None = None
+    ) -> float:
+        """Score `pipeline` on the fold's held-out rows; returns the running mean of fold scores.
+
+        `prediction`: the pipeline's `predict_scores` on those rows, when the caller has it already.
+        """
+        if prediction is None:
+            prediction = predict_scores(pipeline, self.data.features.iloc[fold.valid], self.data.n_classes)
         self.scores.append(self.metric(self.data.y[fold.valid], prediction))
         self.oof_sum[fold.valid] += prediction
         self.oof_count[fold.valid] += 1

@@ -15,6 +15,7 @@ import pytest
 from autodl.candidates.baselines import baseline_candidates
 from autodl.candidates.keras_towers import cross_validate_towers
 from autodl.data.dataset import Dataset, build_dataset
+from autodl.errors import DataError
 from autodl.metrics import resolve_metric
 from autodl.model import Member, TabularModel
 from autodl.spaces import load_space
@@ -167,6 +168,11 @@ def test_final_model_built_from_stored_candidates_stands_alone(binary, tmp_path)
     model.save(tmp_path / "model")  # serialized anew: must not write through links into the store
     assert all(path.read_bytes() == data for path, data in stored.items())
     model.save(tmp_path / "model", saved=saved)
+    # the store keeps a network as weights; the model folder as a native Keras file
+    assert (
+        tmp_path / "run" / "candidates" / "keras_trial_0" / "models" / "fold_0" / "keras" / "network.npz"
+    ).is_file()
+    assert (tmp_path / "model" / "member_1" / "fold_0" / "keras" / "model.keras").is_file()
     shutil.rmtree(tmp_path / "run")
     assert_same_predictions(model, TabularModel.load(tmp_path / "model"), raw_rows(dataset))
 
@@ -206,7 +212,7 @@ def test_trials_sharing_fold_preprocessors_store_them_once(binary, tmp_path):
     first, second = (tmp_path / "run" / "candidates" / name / "models" for name in trials)
     for fold in ("fold_0", "fold_1"):
         assert (first / fold / "preprocess.skops").samefile(second / fold / "preprocess.skops")
-        assert not (first / fold / "keras" / "model.keras").samefile(second / fold / "keras" / "model.keras")
+        assert not (first / fold / "keras" / "network.npz").samefile(second / fold / "keras" / "network.npz")
     shutil.rmtree(first.parent)  # a later trial's files stand alone
     rows = raw_rows(dataset)
     loaded = store.load_candidate("keras_trial_1")
@@ -249,3 +255,22 @@ def test_logging_the_model_checks_its_input_example_without_reading_the_folder_b
     np.testing.assert_allclose(
         out.iloc[:, 1:].to_numpy(float), expected.iloc[:, 1:].to_numpy(float), rtol=1e-9
     )
+
+
+def test_stored_network_weights_that_do_not_fit_fail_the_load_clearly(binary, tmp_path):
+    """A stored tower network is its weights plus the builder's recipe; weights of another shape
+    are refused when the candidate loads (one clear error), never at a later prediction."""
+    dataset, dev = binary
+    space = load_space("mlp_small")
+    cv = cross_validate_towers(
+        defaults_point(space), {**space.fixed, "max_epochs": 2}, dev, resolve_metric("binary", None), seed=0
+    )
+    store = RunStore(tmp_path / "run")
+    store.save_candidate("keras_trial_0", "keras", cv)
+    weights = (
+        tmp_path / "run" / "candidates" / "keras_trial_0" / "models" / "fold_1" / "keras" / "network.npz"
+    )
+    with np.load(weights) as stored:
+        np.savez(weights, *[np.zeros((3, 3), dtype=np.float32) for _ in stored.files])
+    with pytest.raises(DataError, match="network.npz"):
+        store.load_candidate("keras_trial_0")

@@ -232,7 +232,7 @@ def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_cla
     towers.model.fit(x, fit_y, sample_weight=w, epochs=3, batch_size=16, verbose=0)  # BN statistics move
     stacked = towers.predict(np.arange(64))
     for i, x_i in enumerate(inputs):
-        alone = towers.standalone(i, name=f"fold{i}").predict(x_i, verbose=0)
+        alone = towers.recipe(i, name=f"fold{i}").build(params, task, n_classes).predict(x_i, verbose=0)
         np.testing.assert_allclose(alone, stacked[i], rtol=1e-4, atol=1e-5)
     # snapshot/restore per tower round-trips
     saved = [towers.weights(i) for i in range(3)]
