@@ -55,7 +55,7 @@ def search(
         float,
         typer.Option(
             "--time-limit",
-            help="Wall-clock budget of the search in seconds, honoured inside trials too.",
+            help="Wall-clock budget of the search in seconds, honoured inside trials too; it covers the final model, its test score and MLflow logging.",
         ),
     ] = 120.0,
     folds: Annotated[int, typer.Option(help="Number of CV folds (stratified for classification).")] = 5,

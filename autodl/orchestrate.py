@@ -155,7 +155,17 @@ def run_search(
             have_model=lambda: bool(pool.scores),
         )
         if prepared.trials is not None:
-            stop_reason = _run_keras(config, prepared, record, adopt, reporter, output_dir, deadline, done)
+            keras_deadline = deadline
+            if deadline is not None:
+                reserve = _final_stage_reserve(config, prepared, pool, tracker)
+                keras_deadline = deadline - reserve
+                if reserve >= 1:
+                    reporter.info(
+                        f"{reserve:.0f} s of the time limit set aside for the final model and its logging"
+                    )
+            stop_reason = _run_keras(
+                config, prepared, record, adopt, reporter, output_dir, keras_deadline, done
+            )
     except KeyboardInterrupt:
         interrupted, stop_reason = True, "interrupted"
         runtime.interrupt_handled()
@@ -268,6 +278,18 @@ def _check_resume(config: SearchConfig, store: RunStore, prepared: Prepared) -> 
             "repeat the original flags (see search.json in the output folder), or start a new --output",
         )
     return previous
+
+
+def _final_stage_reserve(
+    config: SearchConfig, prepared: Prepared, pool: CandidatePool, tracker: Tracker
+) -> float:
+    """Seconds the final stage will take, out of the time limit: scoring the test rows (from the
+    kept candidates' measured prediction times) and the tracker's logging of the finished search.
+
+    The Keras search ends this much before the limit, so that the whole search ends within it.
+    """
+    scoring = pool.test_scoring_seconds(len(prepared.holdout.dev), len(prepared.holdout.test), config.folds)
+    return scoring + tracker.finish_seconds
 
 
 def _best(outcomes: list[CandidateOutcome], metric: Metric) -> CandidateOutcome | None:

@@ -29,6 +29,7 @@ class CandidatePool:
         self.oof: dict[str, np.ndarray] = {}
         self.models: dict[str, list | None] = {}  # None: still on disk only
         self.family: dict[str, str] = {}
+        self.predict_seconds: dict[str, float] = {}  # its fold models on their held-out rows
 
     def add(self, name: str, family: str, cv: CVResult, *, persist: bool = True) -> None:
         """Keep a candidate; with `persist=False` it is already in the store, and a `cv` without
@@ -42,6 +43,7 @@ class CandidatePool:
             cv.oof,
             None if on_disk_only else cv.models or None,
         )
+        self.predict_seconds[name] = cv.predict_seconds
         keras = sorted(
             (n for n in self.scores if self.family[n] == "keras"),
             key=lambda n: self.scores[n],
@@ -49,7 +51,7 @@ class CandidatePool:
         )
         evicted = keras[KEEP_KERAS_MODELS:]
         for old in evicted:
-            for values in (self.scores, self.oof, self.models, self.family):
+            for values in (self.scores, self.oof, self.models, self.family, self.predict_seconds):
                 values.pop(old)
             self.store.drop_candidate(old)
         if persist and name not in evicted:
@@ -61,6 +63,17 @@ class CandidatePool:
         if self.models[name] is None:
             self.models[name] = self.store.load_candidate(name).models
         return self.models[name]
+
+    def test_scoring_seconds(self, n_dev: int, n_test: int, n_folds: int, members: int = 3) -> float:
+        """About how long scoring `n_test` rows will take, with the `members` slowest-predicting
+        candidates standing for the final model's members (not chosen yet).
+
+        A candidate's out-of-fold prediction ran each fold model on its share of the `n_dev`
+        rows: one model on n_dev rows in all. On the test rows each of its fold models predicts
+        every row: `n_folds` x n_test / n_dev times as long.
+        """
+        slowest = sorted(self.predict_seconds.values(), reverse=True)[:members]
+        return sum(slowest) * n_folds * n_test / max(n_dev, 1)
 
     def best(self) -> str:
         return sorted(self.scores, key=lambda n: self.scores[n], reverse=self.metric.greater_is_better)[0]

@@ -152,6 +152,7 @@ class RunStore:
                 "family": family,
                 "fold_scores": cv.fold_scores,
                 "fit_seconds": cv.fit_seconds,
+                "predict_seconds": cv.predict_seconds,
                 "parts": parts,
             }
             temporary = folder / "candidate.json.tmp"
@@ -196,5 +197,11 @@ class RunStore:
         meta = json.loads(meta_path.read_text())
         folder = meta_path.parent
         models = load_pipelines(meta["parts"], folder) if with_models else []
-        cv = CVResult(meta["fold_scores"], np.load(folder / "oof.npy"), models, meta["fit_seconds"])
+        cv = CVResult(
+            meta["fold_scores"],
+            np.load(folder / "oof.npy"),
+            models,
+            meta["fit_seconds"],
+            predict_seconds=meta.get("predict_seconds", 0.0),  # absent from stores of earlier versions
+        )
         return meta["name"], meta["family"], cv

@@ -148,7 +148,9 @@ def cross_validate_towers(
     # a large table the one trial the budget allows would otherwise leave no network at all).
     monitor.restore_best()
 
+    predict_started = time.perf_counter()
     held_out = _held_out_outputs(towers, folds)
+    predict_seconds = time.perf_counter() - predict_started
     collected = FoldCollector(data, metric, started)
     for i, fold in enumerate(folds):
         tower = towers.recipe(i, name=f"mlp_fold{i}")
@@ -171,6 +173,7 @@ def cross_validate_towers(
             fold,
             pipeline,
             prediction=estimator.scores_from_output(held_out[i]),
+            predict_seconds=predict_seconds / len(folds),
             detail={
                 "history": tower_history,
                 "best_epoch": monitor.best_epoch[i] + 1,

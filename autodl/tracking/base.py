@@ -11,7 +11,12 @@ from autodl.result import CandidateOutcome, SearchResult
 
 
 class Tracker(Protocol):
-    """Receives the search's records in order: start, one call per candidate, finish or abort."""
+    """Receives the search's records in order: start, one call per candidate, finish or abort.
+
+    `finish_seconds`: about how long `finish` takes; the search sets it aside from its time limit.
+    """
+
+    finish_seconds: float
 
     def start(
         self,
@@ -45,6 +50,7 @@ class NullTracker:
 
     run_id = None
     uri = None
+    finish_seconds = 0.0
 
     def start(self, **_: Any) -> None:
         pass

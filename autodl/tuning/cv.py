@@ -29,6 +29,7 @@ class CVResult:
     models: list[Pipeline]
     fit_seconds: float
     fold_details: list[dict] = field(default_factory=list)
+    predict_seconds: float = 0.0  # the fold models' predictions on their held-out rows, in all
 
     @property
     def mean(self) -> float:
@@ -62,17 +63,27 @@ class FoldCollector:
         self.scores: list[float] = []
         self.models: list[Pipeline] = []
         self.details: list[dict] = []
+        self.predict_seconds = 0.0
         self.started = time.perf_counter() if started is None else started
 
     def add(
-        self, fold: Fold, pipeline: Pipeline, detail: dict, prediction: np.ndarray | None = None
+        self,
+        fold: Fold,
+        pipeline: Pipeline,
+        detail: dict,
+        prediction: np.ndarray | None = None,
+        predict_seconds: float = 0.0,
     ) -> float:
         """Score `pipeline` on the fold's held-out rows; returns the running mean of fold scores.
 
-        `prediction`: the pipeline's `predict_scores` on those rows, when the caller has it already.
+        `prediction`: the pipeline's `predict_scores` on those rows, when the caller has it already
+        (and `predict_seconds`, what computing it cost).
         """
         if prediction is None:
+            predict_started = time.perf_counter()
             prediction = predict_scores(pipeline, self.data.features.iloc[fold.valid], self.data.n_classes)
+            predict_seconds = time.perf_counter() - predict_started
+        self.predict_seconds += predict_seconds
         self.scores.append(self.metric(self.data.y[fold.valid], prediction))
         self.oof_sum[fold.valid] += prediction
         self.oof_count[fold.valid] += 1
@@ -83,7 +94,12 @@ class FoldCollector:
     def result(self) -> CVResult:
         counts = np.maximum(self.oof_count, 1).reshape(-1, *([1] * (self.oof_sum.ndim - 1)))
         return CVResult(
-            self.scores, self.oof_sum / counts, self.models, time.perf_counter() - self.started, self.details
+            self.scores,
+            self.oof_sum / counts,
+            self.models,
+            time.perf_counter() - self.started,
+            self.details,
+            self.predict_seconds,
         )
 
 

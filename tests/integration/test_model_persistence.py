@@ -216,6 +216,8 @@ def test_trials_sharing_fold_preprocessors_store_them_once(binary, tmp_path):
     shutil.rmtree(first.parent)  # a later trial's files stand alone
     rows = raw_rows(dataset)
     loaded = store.load_candidate("keras_trial_1")
+    # what the held-out predictions cost is kept: it sizes the time set aside for test scoring
+    assert loaded.predict_seconds == trials["keras_trial_1"].predict_seconds > 0
     for stored, fitted in zip(loaded.models, trials["keras_trial_1"].models, strict=True):
         np.testing.assert_allclose(stored.predict_proba(rows), fitted.predict_proba(rows), rtol=1e-6)
 

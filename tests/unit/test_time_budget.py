@@ -100,3 +100,46 @@ def test_gradient_boosting_is_the_first_model_so_the_guard_never_stops_it(task):
 
     names = [c.name for c in baseline_candidates(task, n_rows=1000, seed=0)]
     assert names[:3] == ["dummy", "hist_gradient_boosting", "linear"]
+
+
+def test_test_scoring_time_is_projected_from_the_slowest_out_of_fold_predictions(tmp_path):
+    """Each fold model predicts every test row; out of fold it predicted 1/k of the development
+    rows. Three slowest candidates stand for the members the final model has not chosen yet."""
+    from autodl.pool import CandidatePool
+    from autodl.store import RunStore
+    from autodl.tuning.cv import CVResult
+
+    pool = CandidatePool(resolve_metric("binary", None), RunStore(tmp_path))
+    for name, seconds in {"forest": 2.0, "boosting": 1.0, "linear": 0.5, "knn": 0.1}.items():
+        pool.add(
+            name, "baseline", CVResult([0.8], np.zeros(300), [], 1.0, predict_seconds=seconds), persist=False
+        )
+    assert pool.test_scoring_seconds(n_dev=300, n_test=100, n_folds=5) == pytest.approx(3.5 * 5 * 100 / 300)
+
+
+def test_the_keras_search_leaves_the_final_stage_its_time(tmp_path):
+    """The time limit covers the final stage too: the Keras search ends early enough for the
+    tracker's logging and the test scoring, and says how much it set aside."""
+    from autodl.orchestrate import run_search
+    from autodl.tracking.base import NullTracker
+
+    class SlowLogging(NullTracker):
+        finish_seconds = 29.5
+
+    class Notes(Reporter):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def info(self, message: str) -> None:
+            self.lines.append(message)
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=120), "y": rng.choice(["a", "b"], size=120)})
+    config = SearchConfig(
+        target="y", time_limit=30.0, baselines=("linear",), tracking=False, output_dir=tmp_path / "run"
+    )
+    notes = Notes()
+    result = run_search(config, frame, reporter=notes, tracker=SlowLogging())
+    assert result.decisions["stop_reason"] == "time limit reached before the Keras search"
+    assert any("s of the time limit set aside for the final model" in line for line in notes.lines)
+    assert not [o for o in result.outcomes if o.family == "keras"]
