@@ -193,7 +193,6 @@ def test_reduce_on_plateau_trials_ignore_the_labels_of_held_out_rows(dev, tmp_pa
 
 @pytest.mark.parametrize(("task", "n_classes"), [("binary", 2), ("multiclass", 3), ("regression", 0)])
 def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_classes):
-    import keras
 
     from autodl.candidates.keras_towers import CompactInputs, _Stacked, _tower_orders
 
@@ -216,7 +215,7 @@ def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_cla
         compact.fill(i, 40, x_i[40:])
         np.testing.assert_array_equal(compact.dense(i), x_i)
     params = {"n_layers": 2, "units": 16, "batch_norm": True, "dropout": 0.2, "l1": 1e-5, "l2": 1e-4}
-    towers = _Stacked(keras, params, compact, task, n_classes)
+    towers = _Stacked(params, compact, task, n_classes)
     y = rng.integers(0, max(n_classes, 2), size=64) if task != "regression" else rng.normal(size=64)
     targets = [y.astype(np.float32 if task == "regression" else np.int64)] * 3
     train_rows = [np.flatnonzero(rng.random(64) < 0.8) for _ in inputs]
@@ -230,7 +229,8 @@ def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_cla
     )
     x, fit_y, w = towers.training_arrays(targets, *_tower_orders(train_rows, passes=2, seed=0))
     towers.model.fit(x, fit_y, sample_weight=w, epochs=3, batch_size=16, verbose=0)  # BN statistics move
-    stacked = towers.predict(np.arange(64))
+    every_row = np.repeat(np.arange(64)[:, None], 3, axis=1)  # each tower on all 64 rows
+    stacked = towers.predict(every_row)
     for i, x_i in enumerate(inputs):
         alone = towers.recipe(i, name=f"fold{i}").build(params, task, n_classes).predict(x_i, verbose=0)
         np.testing.assert_allclose(alone, stacked[i], rtol=1e-4, atol=1e-5)
@@ -238,7 +238,7 @@ def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_cla
     saved = [towers.weights(i) for i in range(3)]
     towers.model.fit(x, fit_y, sample_weight=w, epochs=1, batch_size=16, verbose=0)
     towers.set_weights(saved)
-    np.testing.assert_allclose(towers.predict(np.arange(64))[1], stacked[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(towers.predict(every_row)[1], stacked[1], rtol=1e-5, atol=1e-6)
 
 
 def test_embedding_towers_train_one_network_per_fold(dev):
@@ -337,3 +337,17 @@ def test_a_large_fold_preprocessing_is_freed_before_the_next_is_computed(dev, mo
     assert held_while_computing and max(held_while_computing) == 0
     assert keras_towers._CACHED == [quantile]
     keras_towers.release_fold_preprocessing()
+
+
+def test_prediction_chunks_are_padded_to_few_shapes_and_trimmed_back():
+    """The compiled predict function of a trial is traced per input shape: chunks are padded to
+    powers of two (at most EVAL_CHUNK rows), and what comes back is exactly the rows asked for."""
+    from autodl.candidates.keras_towers import EVAL_CHUNK, _chunks
+
+    rows = np.stack([np.arange(EVAL_CHUNK + 900), np.arange(EVAL_CHUNK + 900)[::-1]], axis=1)
+    chunks = list(_chunks(rows))
+    assert [(len(chunk), n) for chunk, n in chunks] == [(EVAL_CHUNK, EVAL_CHUNK), (1024, 900)]
+    np.testing.assert_array_equal(np.concatenate([chunk[:n] for chunk, n in chunks]), rows)
+    assert {len(chunk) for chunk, _ in _chunks(rows[:600])} == {
+        len(chunk) for chunk, _ in _chunks(rows[:1000])
+    }
