@@ -79,10 +79,16 @@ def fixed_settings(epochs: int) -> dict:
 def side_by_side_towers():
     """The earlier tower layout (k separate networks in one multi-input model), for before/after."""
     from autodl.candidates import keras_towers
+    from autodl.runtime import import_keras
 
     stacked = keras_towers._Stacked
-    keras_towers._Stacked = lambda keras, params, inputs, task, n_classes: keras_towers._SideBySide(
-        keras, params, [inputs.dense(i) for i in range(inputs.towers)], task, n_classes, [()] * inputs.towers
+    keras_towers._Stacked = lambda params, inputs, task, n_classes: keras_towers._SideBySide(
+        import_keras(),
+        params,
+        [inputs.dense(i) for i in range(inputs.towers)],
+        task,
+        n_classes,
+        [()] * inputs.towers,
     )
     try:
         yield
