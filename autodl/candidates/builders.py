@@ -123,7 +123,7 @@ def build_stacked_mlp(
     the model expands itself: a one-hot block held in memory as positions is ~30x smaller.
     """
     import keras
-    from keras import layers, regularizers
+    from keras import layers, ops, regularizers
 
     l1, l2 = float(params.get("l1", 0.0)), float(params.get("l2", 0.0))
     regularizer = regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
@@ -135,18 +135,22 @@ def build_stacked_mlp(
     if n_positions:
         inputs.append(keras.Input(shape=(towers, n_positions), dtype="int32", name="one_hot_positions"))
         x = _one_hot_block_class()(width, name="one_hot_block")(inputs[0], inputs[1])
+    # Tower-major inside: (towers, batch, features), so that each layer is one batched matmul;
+    # batch-major layers (an einsum "btd,tdu->btu") transpose around every matmul, forward and
+    # back: measured ~30-40% slower epochs on 16k rows.
+    x = ops.transpose(x, (1, 0, 2))
     for i, (units, dropout) in enumerate(zip(layer_widths(params), layer_dropouts(params), strict=True)):
         x = dense(towers, units, kernel_regularizer=regularizer, name=f"dense_{i}")(x)
         if params.get("batch_norm", False):
             # per (tower, unit) statistics, as each tower's own BatchNormalization would keep
-            x = layers.Reshape((towers * units,))(x)
+            x = layers.Reshape((towers * units,))(ops.transpose(x, (1, 0, 2)))
             x = layers.BatchNormalization(name=f"batch_norm_{i}")(x)
-            x = layers.Reshape((towers, units))(x)
+            x = ops.transpose(layers.Reshape((towers, units))(x), (1, 0, 2))
         x = layers.Activation(activation, name=f"{activation}_{i}")(x)
         if dropout > 0:
             x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
     units, output_activation = OUTPUTS.get(task, (n_classes, "softmax"))
-    outputs = dense(towers, units, activation=output_activation, name="output")(x)
+    outputs = ops.transpose(dense(towers, units, activation=output_activation, name="output")(x), (1, 0, 2))
     return keras.Model(inputs if n_positions else inputs[0], outputs, name="stacked_mlp")
 
 
@@ -189,7 +193,7 @@ def _one_hot_block_class():
 
 @functools.cache  # one class per process: a class made per model would be kept alive per trial
 def _tower_dense_class():
-    """A Dense layer with one kernel per tower: (batch, towers, d) -> (batch, towers, units)."""
+    """A Dense layer with one kernel per tower, tower-major: (towers, batch, d) -> (towers, batch, units)."""
     import keras
 
     class TowerDense(keras.layers.Layer):
@@ -211,6 +215,6 @@ def _tower_dense_class():
             self.bias = self.add_weight(shape=(self.towers, self.units), initializer="zeros", name="bias")
 
         def call(self, x):
-            return self.activation(keras.ops.einsum("btd,tdu->btu", x, self.kernel) + self.bias)
+            return self.activation(keras.ops.matmul(x, self.kernel) + keras.ops.expand_dims(self.bias, 1))
 
     return TowerDense
