@@ -359,6 +359,10 @@ def search_share(rows: int, trials: int, repeats: int, baselines: tuple[str, ...
             k: round(float(np.median([r["stages"][k] for r in runs])), 3) for k in runs[0]["stages"]
         },
         "samples_wall_s": [round(r["wall_s"], 3) for r in runs],
+        # per search, in order (the first in a process also pays the imports)
+        "samples_outside_share": [round(r["outside_share"], 4) for r in runs],
+        "samples_training_s": [round(r["trials_train_s"] + r["baselines_fit_s"], 3) for r in runs],
+        "samples_stages_s": [r["stages"] for r in runs],
     }
 
 
