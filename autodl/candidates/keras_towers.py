@@ -118,7 +118,9 @@ def cross_validate_towers(
         steps_per_execution=max(1, min(32, steps)),
     )
     stopper = _deadline_callback(deadline)
-    monitor = _tower_monitor(keras, towers, valid_rows, targets, task, patience, after_epoch)
+    # one padded length for the epochs' and the held-out predictions: one trace serves both
+    length = max(len(rows) for rows in [*valid_rows, *(fold.valid for fold in folds)])
+    monitor = _tower_monitor(keras, towers, valid_rows, length, targets, task, patience, after_epoch)
     callbacks = [stopper, monitor]
     order, mask = _tower_orders(train_rows, passes, seed)
     # the arrays live on in the stream only (as tensors), not twice
@@ -147,7 +149,7 @@ def cross_validate_towers(
     monitor.restore_best()
 
     predict_started = time.perf_counter()
-    held_out = _held_out_outputs(towers, folds)
+    held_out = _own_rows_outputs(towers, [fold.valid for fold in folds], length)
     predict_seconds = time.perf_counter() - predict_started
     collected = FoldCollector(data, metric, started)
     for i, fold in enumerate(folds):
@@ -224,16 +226,11 @@ def _as_tuples(structure):
     return structure
 
 
-def _held_out_outputs(towers: _Towers, folds) -> list[np.ndarray]:
-    """Each tower's raw output on its own fold's held-out rows, in one pass of the joint model."""
-    return _own_rows_outputs(towers, [fold.valid for fold in folds])
-
-
-def _own_rows_outputs(towers: _Towers, rows: list[np.ndarray]) -> list[np.ndarray]:
+def _own_rows_outputs(towers: _Towers, rows: list[np.ndarray], length: int = 0) -> list[np.ndarray]:
     """Tower i's raw output on rows[i], for every tower in one pass of the joint model: each
     position of a chunk holds a different row for each tower (as in training), so no tower
-    computes on another tower's rows."""
-    longest = max(len(own) for own in rows)
+    computes on another tower's rows. Padded (by repeats) to at least `length` positions."""
+    longest = max(length, *(len(own) for own in rows))
     order = np.stack([np.resize(own, longest) for own in rows], axis=1)  # padded by repeats
     outputs = towers.predict(order)
     return [outputs[i][: len(own)] for i, own in enumerate(rows)]
@@ -332,19 +329,20 @@ def _tower_monitor(keras, *args):
 class _TowerState:
     """Tracks each tower's best inner-validation loss and weights; stops when every tower is done."""
 
-    def __init__(self, towers: _Towers, valid_rows, targets, task, patience, after_epoch):
+    def __init__(self, towers: _Towers, valid_rows, length, targets, task, patience, after_epoch):
         self.towers, self.task, self.patience, self.after_epoch = towers, task, patience, after_epoch
-        self.valid_rows = valid_rows
+        self.valid_rows, self.length = valid_rows, length
         self.local_targets = [t[rows] for t, rows in zip(targets, valid_rows, strict=True)]
         k = towers.count
         self.best = [math.inf] * k
         self.best_epoch = [0] * k
-        self.best_weights = [towers.weights(i) for i in range(k)]
+        self.best_weights = towers.weights(list(range(k)))
         self.wait = [0] * k
         self.val_history: list[list[float]] = [[] for _ in range(k)]
 
     def on_epoch_end(self, epoch, logs=None):
-        outputs = _own_rows_outputs(self.towers, self.valid_rows)
+        outputs = _own_rows_outputs(self.towers, self.valid_rows, self.length)
+        improved = []
         for i in range(self.towers.count):
             loss = _pointwise_loss(self.task, self.local_targets[i], outputs[i])
             self.val_history[i].append(loss)
@@ -352,9 +350,11 @@ class _TowerState:
                 continue  # this tower has stopped; its best weights are kept
             if loss < self.best[i] - 1e-7:
                 self.best[i], self.best_epoch[i], self.wait[i] = loss, epoch, 0
-                self.best_weights[i] = self.towers.weights(i)
+                improved.append(i)
             else:
                 self.wait[i] += 1
+        for i, weights in zip(improved, self.towers.weights(improved), strict=True):
+            self.best_weights[i] = weights
         if all(w >= self.patience for w in self.wait):
             self.model.stop_training = True
         if self.after_epoch is not None:
@@ -382,7 +382,9 @@ class _Towers(Protocol):
         """Each tower's output on its own rows: rows[:, i] for tower i."""
         ...
 
-    def weights(self, tower: int) -> list[np.ndarray]: ...
+    def weights(self, towers: list[int]) -> list[list[np.ndarray]]:
+        """Copies of each listed tower's weights (in `build_mlp`'s order)."""
+        ...
 
     def set_weights(self, per_tower: list[list[np.ndarray]]) -> None: ...
 
@@ -533,8 +535,9 @@ class _Stacked:
         # views with the tower axis first (batch normalization's weights are flat: towers x units)
         return [v.reshape(self.count, -1) if v.ndim == 1 else v for v in self.model.get_weights()]
 
-    def weights(self, tower: int) -> list[np.ndarray]:
-        return [v[tower].copy() for v in self._variables()]
+    def weights(self, towers: list[int]) -> list[list[np.ndarray]]:
+        variables = self._variables() if towers else []  # the whole model's weights: read once
+        return [[v[tower].copy() for v in variables] for tower in towers]
 
     def set_weights(self, per_tower: list[list[np.ndarray]]) -> None:
         shapes = [v.shape for v in self.model.get_weights()]
@@ -551,7 +554,7 @@ class _Stacked:
     def recipe(self, tower: int, name: str) -> NetworkRecipe:
         # build_mlp's weights come in the stacked model's order; the first kernel's rows are the
         # expanded stacked input's, so they are picked (and ordered) as the fold's columns
-        weights = self.weights(tower)
+        weights = self.weights([tower])[0]
         weights[0] = weights[0][self.inputs.input_rows(tower)]
         return NetworkRecipe(self.inputs.width(tower), weights, prefix=f"fold{tower}_", name=name)
 
@@ -587,8 +590,8 @@ class _SideBySide:
             pieces.append([o[:n] for o in out])
         return [np.concatenate([p[i] for p in pieces], axis=0) for i in range(self.count)]
 
-    def weights(self, tower: int) -> list[np.ndarray]:
-        return self.networks[tower].get_weights()
+    def weights(self, towers: list[int]) -> list[list[np.ndarray]]:
+        return [self.networks[tower].get_weights() for tower in towers]
 
     def set_weights(self, per_tower: list[list[np.ndarray]]) -> None:
         for network, weights in zip(self.networks, per_tower, strict=True):

@@ -235,7 +235,7 @@ def test_each_fold_network_is_exactly_its_tower_of_the_stacked_model(task, n_cla
         alone = towers.recipe(i, name=f"fold{i}").build(params, task, n_classes).predict(x_i, verbose=0)
         np.testing.assert_allclose(alone, stacked[i], rtol=1e-4, atol=1e-5)
     # snapshot/restore per tower round-trips
-    saved = [towers.weights(i) for i in range(3)]
+    saved = towers.weights([0, 1, 2])
     towers.model.fit(x, fit_y, sample_weight=w, epochs=1, batch_size=16, verbose=0)
     towers.set_weights(saved)
     np.testing.assert_allclose(towers.predict(every_row)[1], stacked[1], rtol=1e-5, atol=1e-6)
