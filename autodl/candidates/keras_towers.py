@@ -190,16 +190,16 @@ def _shuffled_batches(arrays, batch_size: int):
     """An endless tf.data stream of batches of `arrays` (x, y, weights; arrays or lists of
     arrays), each pass over the rows in a fresh order (from the seeded global TF seed).
 
-    What Keras builds from arrays, less its per-epoch cost: Keras makes a new iterator (~16 ms)
-    one or two times an epoch, which on small data is a tenth of an epoch; an endless stream is
-    iterated once per fit (`steps_per_epoch` marks the epochs). Measured at 5k rows: a 20-epoch
-    fit of the fold towers 3.2 s -> 2.0 s.
+    What Keras builds from arrays (row indices shuffled per pass, batches gathered from the
+    arrays held once as one dataset element, default graph rewrites off: they would serialize
+    those arrays), less its per-epoch cost: Keras makes a new iterator (~16 ms) once or twice an
+    epoch, a tenth of an epoch on small data; this stream is iterated once per fit
+    (`steps_per_epoch` marks the epochs).
     """
     # tf.data is what Keras itself streams arrays through; TensorFlow is a dependency whatever
     # the backend, and Keras takes a tf.data stream on any backend.
     import tensorflow as tf  # noqa: TID251
 
-    data = tf.nest.map_structure(tf.constant, _as_tuples(arrays))
     n_rows = len(tf.nest.flatten(arrays)[0])
     full = n_rows // batch_size
 
@@ -212,11 +212,16 @@ def _shuffled_batches(arrays, batch_size: int):
             batches = batches.concatenate(tf.data.Dataset.from_tensors(order[full * batch_size :]))
         return batches
 
-    def gather(rows):
+    def gather(rows, data):
         return tf.nest.map_structure(lambda values: tf.gather(values, rows), data)
 
-    stream = tf.data.Dataset.range(1).repeat().flat_map(one_pass)
-    return stream.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    rows = tf.data.Dataset.range(1).repeat().flat_map(one_pass)
+    stream = tf.data.Dataset.zip((rows, tf.data.Dataset.from_tensors(_as_tuples(arrays)).repeat()))
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    stream = stream.map(gather, num_parallel_calls=tf.data.AUTOTUNE).with_options(options)
+    return stream.prefetch(2)
 
 
 def _as_tuples(structure):
