@@ -260,8 +260,7 @@ class KerasTabularModel(BaseEstimator):
         (class probabilities, or values): the towers score held-out rows in the stacked model."""
         if self.task == "regression":
             return np.asarray(out, dtype=float).reshape(-1) * self.y_std_ + self.y_mean_
-        proba = self._proba(out)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return self._proba(out)  # float64 rows that sum to 1 already
 
     @staticmethod
     def _proba(out: np.ndarray) -> np.ndarray:
