@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def _deadline_callback(deadline: float | None):
+def _deadline_callback(deadline: float | None, after_training: Callable[[], float] | None = None):
+    """`after_training()`: the seconds the caller still needs once training stops (predicting
+    the held-out rows), kept clear of the deadline too."""
     keras = import_keras()
 
     class StopAtDeadline(keras.callbacks.Callback):
@@ -71,7 +74,8 @@ def _deadline_callback(deadline: float | None):
 
         def on_epoch_end(self, epoch, logs=None):
             self._epoch_seconds = time.monotonic() - self._epoch_started
-            if deadline is not None and time.monotonic() + self._epoch_seconds > deadline:
+            tail = after_training() if after_training is not None else 0.0
+            if deadline is not None and time.monotonic() + self._epoch_seconds + tail > deadline:
                 self.hit = True
                 self.model.stop_training = True
 

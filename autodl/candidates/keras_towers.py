@@ -117,11 +117,15 @@ def cross_validate_towers(
         loss=towers.loss(loss_for(task)),
         steps_per_execution=max(1, min(32, steps)),
     )
-    stopper = _deadline_callback(deadline)
     # one padded length for the epochs' and the held-out predictions: one trace serves both
     length = max(len(rows) for rows in [*valid_rows, *(fold.valid for fold in folds)])
     monitor = _tower_monitor(keras, towers, valid_rows, length, targets, task, patience, after_epoch)
-    callbacks = [stopper, monitor]
+    held_out_rows = sum(len(fold.valid) for fold in folds)
+    # On a large table predicting the held-out rows takes seconds: the time limit covers it.
+    stopper = _deadline_callback(
+        deadline, after_training=lambda: monitor.predict_seconds_per_row * held_out_rows
+    )
+    callbacks = [monitor, stopper]  # the stopper then times each epoch with its predictions
     order, mask = _tower_orders(train_rows, passes, seed)
     # the arrays live on in the stream only (as tensors), not twice
     stream = _shuffled_batches(towers.training_arrays(targets, order, mask), batch_size)
@@ -344,9 +348,15 @@ class _TowerState:
         self.best_weights = towers.weights(list(range(k)))
         self.wait = [0] * k
         self.val_history: list[list[float]] = [[] for _ in range(k)]
+        self.predict_seconds_per_row = 0.0
 
     def on_epoch_end(self, epoch, logs=None):
+        started = time.perf_counter()
         outputs = _own_rows_outputs(self.towers, self.valid_rows, self.length)
+        rows = sum(len(rows) for rows in self.valid_rows)
+        seconds_per_row = (time.perf_counter() - started) / max(rows, 1)
+        # the least so far: the first epoch's also traces the predict function
+        self.predict_seconds_per_row = min(seconds_per_row, self.predict_seconds_per_row or math.inf)
         improved = []
         for i in range(self.towers.count):
             loss = _pointwise_loss(self.task, self.local_targets[i], outputs[i])

@@ -39,6 +39,16 @@ class CVResult:
     def std(self) -> float:
         return float(np.std(self.fold_scores))
 
+    @property
+    def seconds_to_first_epoch(self) -> float | None:
+        """About how long this CV took to train every fold model for one epoch: its time outside
+        training plus one epoch of each fold's training (None without per-epoch details)."""
+        epochs = [(d.get("train_seconds"), d.get("epochs")) for d in self.fold_details]
+        if not epochs or any(seconds is None or not count for seconds, count in epochs):
+            return None
+        training = sum(seconds for seconds, _ in epochs)
+        return self.fit_seconds - training + sum(seconds / count for seconds, count in epochs)
+
 
 @dataclass(frozen=True)
 class DevData:

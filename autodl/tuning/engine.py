@@ -234,6 +234,9 @@ def run_keras_search(
     cv_results: dict[int, CVResult] = {}
     failures_in_a_row = 0
     finished_here = 0
+    # The least time an earlier trial needed to get through its first epoch: with less left, a
+    # new trial would be cut before it has a model (and its set-up would run past the deadline).
+    quickest_start = math.inf
     stop = {"reason": "time limit reached"}
 
     def objective(trial) -> float:
@@ -271,11 +274,13 @@ def run_keras_search(
         return result.mean
 
     def record(study, trial) -> None:
-        nonlocal failures_in_a_row, finished_here
+        nonlocal failures_in_a_row, finished_here, quickest_start
         state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name)
         if state is None:
             return
         result = cv_results.pop(trial.number, None)
+        if result is not None and result.seconds_to_first_epoch is not None:
+            quickest_start = min(quickest_start, result.seconds_to_first_epoch)
         outcome = CandidateOutcome(
             name=f"keras_trial_{trial.number}",
             family="keras",
@@ -296,6 +301,11 @@ def run_keras_search(
             stop["reason"] = f"trial budget reached ({budget.trials} trials)"
         elif budget.seconds_left() <= 0:
             stop["reason"] = "time limit reached"
+        elif quickest_start < math.inf and budget.seconds_left() < quickest_start:
+            stop["reason"] = (
+                f"time limit reached: the {budget.seconds_left():.0f} s left are less than the quickest "
+                f"trial needed for its first epoch ({quickest_start:.0f} s)"
+            )
         elif process_trials is not None and finished_here >= process_trials:
             stop["reason"] = HANDOVER
         else:

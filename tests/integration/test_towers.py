@@ -133,12 +133,22 @@ def test_tower_ignores_the_labels_of_its_held_out_rows(dev, batch_norm):
 
 
 def test_towers_cut_by_the_time_limit_keep_their_best_whole_epochs(dev, monkeypatch):
-    clock = {"now": 0.0}
-    monkeypatch.setattr(keras_model, "time", SimpleNamespace(monotonic=lambda: clock["now"]))
+    clock = {"now": 0.0, "reads_left": None}
+
+    def monotonic() -> float:
+        if clock["reads_left"] is not None:
+            clock["reads_left"] -= 1
+            if clock["reads_left"] < 0:
+                clock["now"] = 101.0
+        return clock["now"]
+
+    monkeypatch.setattr(keras_model, "time", SimpleNamespace(monotonic=monotonic))
 
     def after_epoch(epoch: int, _loss: float) -> None:
         if epoch == 1:
-            clock["now"] = 101.0  # the limit passes after two whole epochs
+            # The limit passes during the third epoch: after the clock reads of the second
+            # epoch's end check (2) and of the third epoch's start (1).
+            clock["reads_left"] = 3
 
     result = cross_validate_towers(
         PARAMS, FIXED, dev, METRIC, seed=0, deadline=100.0, after_epoch=after_epoch
@@ -147,7 +157,7 @@ def test_towers_cut_by_the_time_limit_keep_their_best_whole_epochs(dev, monkeypa
     assert [d["epochs"] for d in result.fold_details] == [3] * FOLDS  # two whole, one cut at its first step
     assert len(result.fold_scores) == FOLDS and np.isfinite(result.oof).all()
     assert all(m[-1].stopped_at_deadline_ for m in result.models)
-    clock["now"] = 0.0
+    clock.update(now=0.0, reads_left=None)
     with pytest.raises(DeadlineReached, match="first epoch"):
         cross_validate_towers(PARAMS, FIXED, dev, METRIC, seed=0, deadline=-1.0)
 

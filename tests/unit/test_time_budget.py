@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from types import SimpleNamespace
 
@@ -143,3 +144,65 @@ def test_the_keras_search_leaves_the_final_stage_its_time(tmp_path):
     assert result.decisions["stop_reason"] == "time limit reached before the Keras search"
     assert any("s of the time limit set aside for the final model" in line for line in notes.lines)
     assert not [o for o in result.outcomes if o.family == "keras"]
+
+
+def test_no_trial_starts_that_could_not_finish_its_first_epoch_in_the_time_left(tmp_path, prepared):
+    """A trial started with less time left than any earlier trial needed to train one epoch
+    would be cut before it has a model, and its set-up would run past the limit."""
+    from autodl.runtime import release_keras_memory
+    from autodl.tuning.cv import CVResult
+    from autodl.tuning.engine import Budget, open_study, run_keras_search
+
+    class SlowStart:
+        """Trials of 1 s: 0.6 s before their first epoch, then 2 epochs of 0.2 s."""
+
+        def warm_start_points(self) -> list[dict]:
+            return []
+
+        def evaluate(self, trial, data, metric, *, seed, deadline, report) -> CVResult:
+            trial.suggest_float("x", 0.0, 1.0)
+            time.sleep(1.0)
+            details = [{"train_seconds": 0.4 / 5, "epochs": 2} for _ in range(5)]
+            return CVResult([0.7] * 5, np.zeros(len(data.y)), [], 1.0, details)
+
+    release_keras_memory()  # imports Keras now: each trial starts with it, the first would pay the import
+    outcomes = []
+    study = open_study(
+        storage_path=tmp_path / "study.journal", study_name="s", metric=prepared.metric, seed=0, resume=False
+    )
+    reason = run_keras_search(
+        study,
+        trials=SlowStart(),
+        data=prepared.dev,
+        metric=prepared.metric,
+        budget=Budget(trials=10, deadline=time.monotonic() + 1.6),  # ~0.5 s left after one trial
+        seed=0,
+        on_outcome=lambda outcome, cv: outcomes.append(outcome),
+    )
+    assert [o.state for o in outcomes] == ["complete"]
+    assert re.fullmatch(
+        r"time limit reached: the [01] s left are less than the quickest trial needed for its first epoch \(1 s\)",
+        reason,
+    ), reason
+
+
+def test_seconds_to_first_epoch_is_the_time_outside_training_plus_one_epoch_of_each_fold():
+    from autodl.tuning.cv import CVResult
+
+    details = [{"train_seconds": 2.0, "epochs": 4}, {"train_seconds": 3.0, "epochs": 2}]
+    result = CVResult([0.5, 0.5], np.zeros(4), [], 7.0, details)
+    assert result.seconds_to_first_epoch == pytest.approx(7.0 - 5.0 + 0.5 + 1.5)
+    assert CVResult([0.5], np.zeros(4), [], 7.0, [{}]).seconds_to_first_epoch is None
+
+
+@pytest.mark.parametrize(("after_training", "stops"), [(0.0, False), (5.0, True)])
+def test_training_stops_early_enough_for_what_follows_it(after_training, stops):
+    """The held-out predictions after the last epoch count against the deadline too."""
+    from autodl.candidates.keras_model import _deadline_callback
+
+    stopper = _deadline_callback(time.monotonic() + 2.0, after_training=lambda: after_training)
+    stopper.set_model(SimpleNamespace(stop_training=False))
+    stopper.on_epoch_begin(0)
+    stopper.on_epoch_end(0)  # an epoch of ~0 s: another fits in the 2 s, its predictions may not
+    assert stopper.model.stop_training is stops
+    assert stopper.hit is stops
