@@ -160,10 +160,10 @@ def run_search(
             have_model=lambda: bool(pool.scores),
         )
         if prepared.trials is not None:
-            keras_deadline = deadline
+            keras_deadline = None
             if deadline is not None:
-                reserve = _final_stage_reserve(config, prepared, pool, tracker)
-                keras_deadline = deadline - reserve
+                keras_deadline = partial(_keras_deadline, deadline, config, prepared, pool, tracker)
+                reserve = deadline - keras_deadline()
                 if reserve >= 1:
                     reporter.info(
                         f"{reserve:.0f} s of the time limit set aside for the final model and its logging"
@@ -300,6 +300,13 @@ def _final_stage_reserve(
     return scoring + networks + tracker.finish_seconds
 
 
+def _keras_deadline(
+    deadline: float, config: SearchConfig, prepared: Prepared, pool: CandidatePool, tracker: Tracker
+) -> float:
+    """The time limit's deadline less the final stage's projected time, as measured so far."""
+    return deadline - _final_stage_reserve(config, prepared, pool, tracker)
+
+
 def _best(outcomes: list[CandidateOutcome], metric: Metric) -> CandidateOutcome | None:
     complete = [o for o in outcomes if o.state == "complete"]
     return min(complete, key=lambda o: -o.mean if metric.greater_is_better else o.mean, default=None)
@@ -383,17 +390,21 @@ class OverrunGuard:
 
 
 def _run_keras(
-    config, prepared: Prepared, record, adopt, reporter, output_dir: Path, deadline, known: set[str]
+    config, prepared: Prepared, record, adopt, reporter, output_dir: Path, keras_deadline, known: set[str]
 ) -> str:
     """Capacity check, then the Optuna search (with `config.workers - 1` worker processes).
 
     `record` takes the main process's finished trials; `adopt` those the workers finished.
     After `config.trials_per_process` trials, fresh worker processes carry the search on.
+    `keras_deadline()` (None: no time limit) is re-read after each trial: a finished trial's
+    measured prediction time can move it earlier, since the final model may have to score
+    the test rows with that trial's networks.
     """
     from autodl.tuning.capacity import check_capacity
     from autodl.tuning.engine import HANDOVER, Budget, enqueue_warm_start, open_study, run_keras_search
     from autodl.tuning.workers import WorkerPayload, Workers
 
+    deadline = None if keras_deadline is None else keras_deadline()
     if deadline is not None and deadline - time.monotonic() <= 1:
         return "time limit reached before the Keras search"
     if prepared.space is None:
@@ -434,10 +445,14 @@ def _run_keras(
     for index in range(1, config.workers):
         workers.start(payload(index))
 
+    budget = Budget(config.trials, deadline)
+
     def on_outcome(outcome: CandidateOutcome, cv: CVResult | None) -> None:
         record(outcome, cv)
         for found in workers.poll():
             adopt(found)
+        if keras_deadline is not None:  # never later: workers keep the deadline they started with
+            budget.deadline = min(budget.deadline, keras_deadline())
 
     try:
         reason = run_keras_search(
@@ -445,7 +460,7 @@ def _run_keras(
             trials=prepared.trials,
             data=prepared.dev,
             metric=prepared.metric,
-            budget=Budget(config.trials, deadline),
+            budget=budget,
             seed=config.seed,
             on_outcome=on_outcome,
             process_trials=config.trials_per_process,

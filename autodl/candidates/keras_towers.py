@@ -154,7 +154,10 @@ def cross_validate_towers(
 
     predict_started = time.perf_counter()
     held_out = _own_rows_outputs(towers, [fold.valid for fold in folds], length)
-    predict_seconds = time.perf_counter() - predict_started
+    # what the fold models' own predictions on these rows would cost: their preprocessing too
+    predict_seconds = (
+        time.perf_counter() - predict_started + prepared.transform_seconds_per_row * held_out_rows
+    )
     collected = FoldCollector(data, metric, started)
     for i, fold in enumerate(folds):
         tower = towers.recipe(i, name=f"mlp_fold{i}")
@@ -254,6 +257,7 @@ class _FoldPreprocessing:
     numeric_scaling: str
     preprocessors: list
     inputs: Any  # CompactInputs (dense style) or one float32 matrix per fold (embedding style)
+    transform_seconds_per_row: float  # one fold preprocessor on one row, as measured here
 
     @property
     def nbytes(self) -> int:
@@ -290,11 +294,13 @@ def _fold_preprocessing(data: DevData, style: str, numeric_scaling: str = "stand
         )
         for fold in data.folds
     ]
+    started = time.perf_counter()
     if style == "embedding":
         inputs = [np.asarray(pre.transform(data.features), dtype=np.float32) for pre in preprocessors]
     else:
         inputs = fold_inputs(preprocessors, data.features)
-    _CACHED.append(_FoldPreprocessing(data, style, numeric_scaling, preprocessors, inputs))
+    per_row = (time.perf_counter() - started) / max(len(preprocessors) * len(data.y), 1)
+    _CACHED.append(_FoldPreprocessing(data, style, numeric_scaling, preprocessors, inputs, per_row))
     while len(_CACHED) > 1 and sum(entry.nbytes for entry in _CACHED) > CACHE_BYTES:
         _CACHED.pop(0)
     return _CACHED[-1]

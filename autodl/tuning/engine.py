@@ -26,9 +26,13 @@ MAX_CONSECUTIVE_FAILURES = 5
 HANDOVER = "this process ran its share of trials"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Budget:
-    """Stop after `trials` finished trials or at the monotonic-clock `deadline`, whichever first."""
+    """Stop after `trials` finished trials or at the monotonic-clock `deadline`, whichever first.
+
+    The caller may move the deadline between trials (as what the search must leave for later
+    becomes known); a running trial keeps the deadline it started with.
+    """
 
     trials: int | None
     deadline: float | None

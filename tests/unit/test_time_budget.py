@@ -206,3 +206,32 @@ def test_training_stops_early_enough_for_what_follows_it(after_training, stops):
     stopper.on_epoch_end(0)  # an epoch of ~0 s: another fits in the 2 s, its predictions may not
     assert stopper.model.stop_training is stops
     assert stopper.hit is stops
+
+
+def test_a_trial_whose_test_scoring_would_not_fit_moves_the_keras_deadline_earlier(monkeypatch, tmp_path):
+    """The final model may score the test rows with a finished trial's networks: once that
+    projected cost is known, the Keras search ends early enough for it."""
+    from autodl.orchestrate import run_search
+    from autodl.pool import CandidatePool
+
+    def projected(pool, n_dev, n_test, n_folds, members=3):  # a trial's networks would need 1000 s
+        return 1000.0 if "keras" in pool.family.values() else 0.0
+
+    monkeypatch.setattr(CandidatePool, "test_scoring_seconds", projected)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=120), "y": rng.choice(["a", "b"], size=120)})
+    config = SearchConfig(
+        target="y",
+        time_limit=300.0,
+        trials=3,
+        folds=2,
+        space="mlp_small",
+        max_epochs=2,
+        baselines=("linear",),
+        capacity_check=False,
+        tracking=False,
+        output_dir=tmp_path / "run",
+    )
+    result = run_search(config, frame, tracker=None)
+    assert [o.state for o in result.outcomes if o.family == "keras"] == ["complete"]
+    assert result.decisions["stop_reason"] == "time limit reached"
