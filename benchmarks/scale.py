@@ -109,6 +109,7 @@ def run_one(
         "test_scores": result.test_scores,
         "cv_score": result.cv_score,
         "final_model": result.final_name,
+        "final_members": {name: round(weight, 3) for name, weight in result.final_members.items()},
         "peak_rss_mb": peak_rss_mb(),
     }
 
