@@ -23,6 +23,7 @@ import pandas as pd
 from benchmarks.common import (
     DEFAULT_MANIFEST,
     RESULTS,
+    StageClock,
     append_jsonl,
     benchmark_split,
     load_manifest,
@@ -68,6 +69,7 @@ def run_one(entry: dict, budget: float) -> dict:
     frame = pd.read_csv(entry["path"])
     train, test = benchmark_split(frame, entry["target"], entry["task"])
     started = time.perf_counter()
+    clock = StageClock()
     with tempfile.TemporaryDirectory() as out:
         result = search(
             train,
@@ -77,8 +79,10 @@ def run_one(entry: dict, budget: float) -> dict:
             test_size=0.0,
             output_dir=Path(out) / "run",
             task=entry["task"],
+            reporter=clock,
         )
         wall = time.perf_counter() - started
+        stages = clock.stages()
         features = test.drop(columns=entry["target"])
         scores = result.model.scores(features)
         classes = list(result.model.classes) if result.model.classes else None
@@ -96,6 +100,8 @@ def run_one(entry: dict, budget: float) -> dict:
         "n_trials": sum(1 for o in result.outcomes if o.family == "keras"),
         "n_trials_complete": sum(1 for o in result.outcomes if o.family == "keras" and o.state == "complete"),
         "wall_s": round(wall, 1),
+        "stages_s": stages,  # where the wall time went (see StageClock)
+        "stop_reason": result.decisions.get("stop_reason"),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "hgb_reference": reference,
     }
