@@ -227,8 +227,11 @@ def _shuffled_batches(arrays, batch_size: int):
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
-    stream = stream.map(gather, num_parallel_calls=tf.data.AUTOTUNE).with_options(options)
-    return stream.prefetch(2)
+    # One gather at a time, in the prefetch thread, and no autotuning: with the one inter-op
+    # thread a search runs TensorFlow with, an autotuned parallel map at times held `fit`
+    # ~18 s past its last epoch (bikeshare at 60 s: 3 of 6 benchmark runs).
+    options.autotune.enabled = False
+    return stream.map(gather).with_options(options).prefetch(2)
 
 
 def _as_tuples(structure):
