@@ -229,7 +229,7 @@ def _shuffled_batches(arrays, batch_size: int):
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     # One gather at a time, in the prefetch thread, and no autotuning: with the one inter-op
     # thread a search runs TensorFlow with, an autotuned parallel map at times held `fit`
-    # ~18 s past its last epoch (bikeshare at 60 s: 3 of 6 benchmark runs).
+    # ~18 s past its last epoch (bikeshare at 60 s: 3 of 9 benchmark runs).
     options.autotune.enabled = False
     return stream.map(gather).with_options(options).prefetch(2)
 
