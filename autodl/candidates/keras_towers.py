@@ -358,12 +358,12 @@ class _TowerState:
         self.wait = [0] * k
         self.val_history: list[list[float]] = [[] for _ in range(k)]
         self.predict_seconds_per_row = 0.0
+        self.n_valid_rows = sum(len(rows) for rows in valid_rows)
 
     def on_epoch_end(self, epoch, logs=None):
         started = time.perf_counter()
         outputs = _own_rows_outputs(self.towers, self.valid_rows, self.length)
-        rows = sum(len(rows) for rows in self.valid_rows)
-        seconds_per_row = (time.perf_counter() - started) / max(rows, 1)
+        seconds_per_row = (time.perf_counter() - started) / max(self.n_valid_rows, 1)
         # the least so far: the first epoch's also traces the predict function
         self.predict_seconds_per_row = min(seconds_per_row, self.predict_seconds_per_row or math.inf)
         improved = []
