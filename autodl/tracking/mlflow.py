@@ -9,7 +9,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,12 @@ def resolve_tracking_uri(uri: str | None) -> str:
 class MlflowTracker:
     """Logs through MlflowClient with explicit run ids; metrics are sent in batches.
 
+    Candidates (and the parent run's inputs) are logged in order by one background thread, so
+    the store's round trips (~0.2 s a candidate on a local SQLite file, more on a remote server)
+    overlap the next candidate's training instead of adding to the search's wall time. A logging
+    call that failed is raised in the search's thread at the next call, or at the latest when
+    the search finishes; finish() and abort() wait for the queue first.
+
     The parent run never stays RUNNING: finish() and abort() end it, a failure inside finish()
     ends it FAILED with the reason before re-raising, and a process that exits without either
     (an uncaught error outside run_search's handlers) ends it FAILED at interpreter exit.
@@ -61,6 +68,8 @@ class MlflowTracker:
         self._interrupted: dict[str, str] = {}  # name -> run left RUNNING by a killed process
         self._config: dict[str, Any] = {}
         self._open = False
+        self._queue: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     @property
     def run_id(self) -> str | None:
@@ -124,6 +133,17 @@ class MlflowTracker:
         )
         self._parent = run.info.run_id
         self._mark_open()
+        self._in_background(self._log_inputs, config, summary, data, source, space_text)
+
+    def _log_inputs(
+        self,
+        config: dict[str, Any],
+        summary: dict[str, Any],
+        data: pd.DataFrame,
+        source: str,
+        space_text: str | None,
+    ) -> None:
+        """The parent run's params, data profile, protocol, search space and dataset record."""
         protocol = split_protocol(config, summary)
         params = {f"config.{k}": v for k, v in config.items() if v is not None and k != "extra"}
         if config.get("tracking_uri"):
@@ -201,6 +221,10 @@ class MlflowTracker:
     # --- candidates ---------------------------------------------------------------------------------
 
     def log_candidate(self, outcome: CandidateOutcome, metric: str) -> None:
+        """Log `outcome` as a nested run, in the background (see the class docstring)."""
+        self._in_background(self._log_candidate, outcome, metric)
+
+    def _log_candidate(self, outcome: CandidateOutcome, metric: str) -> None:
         from mlflow.entities import Metric, Param
 
         now = _millis()
@@ -265,6 +289,7 @@ class MlflowTracker:
             raise
 
     def _finish(self, result: SearchResult, input_example: pd.DataFrame, model_dir: Path) -> None:
+        self._wait_for_background()
         self._log_scores(result)
         self._client.set_tag(self._parent, "autodl.final_model", result.final_name)
         members = ", ".join(f"{name} x{weight:.2f}" for name, weight in result.final_members.items())
@@ -424,6 +449,13 @@ class MlflowTracker:
         self._open = False
         atexit.unregister(self._end_at_exit)
         try:
+            self._wait_for_background()
+        except Exception as error:  # already failing: the run still gets its end status below
+            logging.getLogger(__name__).warning("logging a candidate to MLflow failed: %s", error)
+        if self._queue is not None:
+            self._queue.shutdown()
+            self._queue = None
+        try:
             if reason:
                 self._client.set_tag(self._parent, "autodl.stop_reason", reason[:5000])
             self._client.set_terminated(self._parent, status)
@@ -434,6 +466,25 @@ class MlflowTracker:
 
     def _end_at_exit(self) -> None:
         self._end("FAILED", "the process exited before the search finished")
+
+    # --- the background queue ---------------------------------------------------------------------
+
+    def _in_background(self, call: Callable[..., None], *args: Any) -> None:
+        """Queue `call(*args)` behind the earlier logging calls; first raise any that failed."""
+        failed = [future for future in self._pending if future.done() and future.exception()]
+        self._pending = [future for future in self._pending if not future.done()]
+        if failed:
+            failed[0].result()
+        if self._queue is None:
+            self._queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autodl-mlflow")
+        self._pending.append(self._queue.submit(call, *args))
+
+    def _wait_for_background(self) -> None:
+        """Wait until every queued logging call has run; raise the first failure among them."""
+        pending, self._pending = self._pending, []
+        failures = [future.exception() for future in pending if future.exception() is not None]
+        if failures:
+            raise failures[0]
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
