@@ -11,6 +11,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -307,22 +308,28 @@ class MlflowTracker:
             leaderboard.to_csv(path, index=False)
             self._client.log_artifact(self._parent, str(path))
         self._client.log_dict(self._parent, _jsonable(result.decisions), "decisions.json")
+        best = None
         if len(leaderboard):
             best_name = str(leaderboard.iloc[0]["candidate"])
             self._client.set_tag(self._parent, "autodl.best_candidate", best_name)
-            best = self._children.get(best_name)
-            if best:
-                self._tag_best(best, best_name, result)
-        self._log_plots(result)
-        self._log_keras_files(model_dir)
-        self._log_model(result, input_example, model_dir)
+            if best_name in self._children:
+                best = (self._children[best_name], best_name)
+                self._tag_best(best[0], result)
+        with tempfile.TemporaryDirectory() as tmp:
+            # The PNGs are drawn in the background while the model is logged (~2-3 s each on a
+            # small table): logging the model spends much of its time in file copies and
+            # predictions that release the GIL. Drawn plots are logged even if the model fails.
+            drawn = self._executor().submit(_draw_plots, result, best, self._config, Path(tmp))
+            try:
+                self._log_keras_files(model_dir)
+                self._log_model(result, input_example, model_dir)
+            finally:
+                self._log_plots(drawn.result(), best, Path(tmp))
         self._end("KILLED" if result.interrupted else "FINISHED", None)
 
-    def _tag_best(self, run_id: str, name: str, result: SearchResult) -> None:
-        """Tag the best candidate's run, describe it, and give it its fold-score and learning-curve plots."""
+    def _tag_best(self, run_id: str, result: SearchResult) -> None:
+        """Tag the best candidate's run and describe it (its plots come with the search's)."""
         from mlflow.entities import RunTag
-
-        from autodl.plots import candidate_plots
 
         better = "higher" if result.greater_is_better else "lower"
         note = (
@@ -333,15 +340,6 @@ class MlflowTracker:
             run_id, tags=[RunTag("autodl.best", "true"), RunTag("mlflow.note.content", note)]
         )
         self._client.set_tag(self._parent, "autodl.best_run_id", run_id)
-        outcome = next((o for o in result.outcomes if o.name == name), None)
-        if outcome is None:
-            return
-        plots = candidate_plots(outcome, result.metric)
-        with tempfile.TemporaryDirectory() as tmp:
-            if plots.save(Path(tmp)):
-                self._client.log_artifacts(run_id, tmp, "plots")
-        for plot, reason in plots.skipped.items():
-            self._client.set_tag(run_id, f"autodl.plot_skipped.{plot}", reason)
 
     def _log_scores(self, result: SearchResult) -> None:
         """test_<m> for every metric scored on the test split, next to cv_<m> of the final model."""
@@ -359,31 +357,23 @@ class MlflowTracker:
         batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and np.isfinite(v)]
         self._client.log_batch(self._parent, metrics=batch)
 
-    def _log_plots(self, result: SearchResult) -> None:
-        """PNG plots under plots/; each plot that could not be drawn gets a tag saying why."""
-        import time
-
-        from autodl.plots import search_plots
-
-        started = time.perf_counter()
-        try:
-            plots = search_plots(result, study_name=self._config.get("study_name") or "autodl")
-        except Exception as error:  # plots are for review; a bug in them must not lose the search
-            self._client.set_tag(
-                self._parent, "autodl.plot_skipped.all", f"{type(error).__name__}: {error}"[:250]
-            )
-            return
-        tags = [(f"autodl.plot_skipped.{name}", reason) for name, reason in plots.skipped.items()]
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = plots.save(Path(tmp))
-            if paths:
-                self._client.log_artifacts(self._parent, tmp, "plots")
+    def _log_plots(self, drawn: DrawnPlots, best: tuple[str, str] | None, folder: Path) -> None:
+        """The PNGs `_draw_plots` wrote under `folder`: the search's on the parent run, the best
+        candidate's on its run, each under plots/; each plot not drawn gets a tag saying why."""
         from mlflow.entities import Metric, RunTag
 
+        if best is not None:
+            if any((folder / "best").glob("*.png")):
+                self._client.log_artifacts(best[0], str(folder / "best"), "plots")
+            for plot, reason in drawn.best_skipped.items():
+                self._client.set_tag(best[0], f"autodl.plot_skipped.{plot}", reason)
+        if any((folder / "search").glob("*.png")):
+            self._client.log_artifacts(self._parent, str(folder / "search"), "plots")
+        tags = [RunTag(f"autodl.plot_skipped.{name}", reason) for name, reason in drawn.skipped.items()]
         self._client.log_batch(
             self._parent,
-            metrics=[Metric("plots_seconds", round(time.perf_counter() - started, 3), _millis(), 0)],
-            tags=[RunTag(k, v) for k, v in tags],
+            metrics=[Metric("plots_seconds", round(drawn.seconds, 3), _millis(), 0)],
+            tags=tags,
         )
 
     def _log_keras_files(self, model_dir: Path) -> None:
@@ -475,9 +465,12 @@ class MlflowTracker:
         self._pending = [future for future in self._pending if not future.done()]
         if failed:
             failed[0].result()
+        self._pending.append(self._executor().submit(call, *args))
+
+    def _executor(self) -> ThreadPoolExecutor:
         if self._queue is None:
             self._queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autodl-mlflow")
-        self._pending.append(self._queue.submit(call, *args))
+        return self._queue
 
     def _wait_for_background(self) -> None:
         """Wait until every queued logging call has run; raise the first failure among them."""
@@ -492,6 +485,43 @@ class MlflowTracker:
         items = [Param(k, _param_text(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self._client.log_batch(run_id, params=items[start : start + 100])
+
+
+@dataclass
+class DrawnPlots:
+    """What `_draw_plots` could not draw (plot -> why), for the search and its best candidate."""
+
+    skipped: dict[str, str] = field(default_factory=dict)
+    best_skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _draw_plots(
+    result: SearchResult, best: tuple[str, str] | None, config: dict[str, Any], folder: Path
+) -> DrawnPlots:
+    """Write the search's plots to folder/search and the best candidate's (fold scores, learning
+    curves) to folder/best as PNGs. Never raises: plots are for review, and a bug in them must
+    not lose the search, so a failure becomes the reason the plots are missing."""
+    import time
+
+    from autodl.plots import candidate_plots, search_plots
+
+    started = time.perf_counter()
+    drawn = DrawnPlots()
+    try:
+        if best is not None:
+            outcome = next((o for o in result.outcomes if o.name == best[1]), None)
+            if outcome is not None:
+                plots = candidate_plots(outcome, result.metric)
+                plots.save(folder / "best")
+                drawn.best_skipped = dict(plots.skipped)
+        plots = search_plots(result, study_name=config.get("study_name") or "autodl")
+        plots.save(folder / "search")
+        drawn.skipped = dict(plots.skipped)
+    except Exception as error:
+        drawn.skipped["all"] = f"{type(error).__name__}: {error}"[:250]
+    drawn.seconds = time.perf_counter() - started
+    return drawn
 
 
 KERAS_README = """Native Keras (.keras) fold networks of the final model's Keras members.
