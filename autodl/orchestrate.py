@@ -148,6 +148,16 @@ def run_search(
         announce(outcome)
 
     interrupted, stop_reason = False, "budget spent"
+    capacity = None
+    if (
+        prepared.trials is not None
+        and prepared.space is not None
+        and config.capacity_check
+        and not config.resume
+    ):
+        from autodl.tuning.capacity import CapacityCheckInBackground
+
+        capacity = CapacityCheckInBackground(prepared.space, prepared.dev, seed=config.seed)
     try:
         done = {o.name for o in outcomes}
         _run_baselines(
@@ -158,6 +168,7 @@ def run_search(
             config,
             seconds_left,
             have_model=lambda: bool(pool.scores),
+            before_last=capacity.start if capacity else None,
         )
         if prepared.trials is not None:
             keras_deadline = None
@@ -168,12 +179,9 @@ def run_search(
                     reporter.info(
                         f"{reserve:.0f} s of the time limit set aside for the final model and its logging"
                     )
-            # One freeze around the capacity check and the trials: each starts by freeing Keras
-            # memory, and a full collection of the long-lived heap costs ~0.3-0.5 s.
-            with runtime.long_lived_objects_frozen():
-                stop_reason = _run_keras(
-                    config, prepared, record, adopt, reporter, output_dir, keras_deadline, done
-                )
+            stop_reason = _run_keras(
+                config, prepared, record, adopt, reporter, output_dir, keras_deadline, done, capacity
+            )
     except KeyboardInterrupt:
         interrupted, stop_reason = True, "interrupted"
         runtime.interrupt_handled()
@@ -187,6 +195,9 @@ def run_search(
         if full is not None:
             raise full from error
         raise
+    finally:
+        if capacity is not None:  # e.g. the time limit came before the Keras search
+            capacity.cancel()
 
     if not pool.scores:  # the dummy alone does not count as a model
         tracker.abort("KILLED" if interrupted else "FAILED", "no candidate completed")
@@ -319,11 +330,14 @@ def _read_options(config: SearchConfig) -> dict:
     return {key: config.extra[key] for key in ("delimiter", "encoding") if config.extra.get(key)}
 
 
-def _run_baselines(baselines, prepared: Prepared, record, reporter, config, seconds_left, have_model) -> None:
+def _run_baselines(
+    baselines, prepared: Prepared, record, reporter, config, seconds_left, have_model, before_last=None
+) -> None:
     """Each baseline's k-fold CV, within the baselines' share of the time limit.
 
     A baseline that would end well past that share is stopped between folds (a running
     scikit-learn fit cannot be), unless no model has completed yet: a search always ends with one.
+    `before_last()`, if given, is called before the last baseline's CV starts.
     """
     if not baselines:
         return
@@ -340,6 +354,8 @@ def _run_baselines(baselines, prepared: Prepared, record, reporter, config, seco
             reason = "skipped: baselines used their share of the time limit"
             record(CandidateOutcome(candidate.name, "baseline", candidate.params, "pruned", reason), None)
             continue
+        if before_last is not None and candidate is baselines[-1]:
+            before_last()
         guard = None
         if config.time_limit and candidate.name != "dummy" and have_model():
             guard = OverrunGuard(len(prepared.dev.folds), share_left, grace=OVERRUN_GRACE * config.time_limit)
@@ -393,9 +409,18 @@ class OverrunGuard:
 
 
 def _run_keras(
-    config, prepared: Prepared, record, adopt, reporter, output_dir: Path, keras_deadline, known: set[str]
+    config,
+    prepared: Prepared,
+    record,
+    adopt,
+    reporter,
+    output_dir: Path,
+    keras_deadline,
+    known: set[str],
+    capacity=None,
 ) -> str:
-    """Capacity check, then the Optuna search (with `config.workers - 1` worker processes).
+    """Capacity check (`capacity`, None: not asked for), then the Optuna search (with
+    `config.workers - 1` worker processes).
 
     `record` takes the main process's finished trials; `adopt` those the workers finished.
     After `config.trials_per_process` trials, fresh worker processes carry the search on.
@@ -403,7 +428,6 @@ def _run_keras(
     measured prediction time can move it earlier, since the final model may have to score
     the test rows with that trial's networks.
     """
-    from autodl.tuning.capacity import check_capacity
     from autodl.tuning.engine import HANDOVER, Budget, enqueue_warm_start, open_study, run_keras_search
     from autodl.tuning.workers import WorkerPayload, Workers
 
@@ -414,8 +438,8 @@ def _run_keras(
         reporter.info(
             "capacity check skipped: a Keras Tuner hypermodel has no declared largest configuration"
         )
-    elif config.capacity_check and not config.resume:
-        report = check_capacity(prepared.space, prepared.dev, seed=config.seed)
+    elif capacity is not None:
+        report = capacity.report()
         if not report.passed:
             reporter.note(report.describe())
             return (

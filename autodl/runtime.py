@@ -87,9 +87,7 @@ def long_lived_objects_frozen() -> Iterator[None]:
     generation the collector skips, which brings a trial's collection down to a few
     milliseconds; objects made inside the block are collected as usual. Garbage is collected
     before freezing, so none is held, and `gc.unfreeze` on the way out hands the frozen objects
-    back to the collector, so nothing that dies later stays uncollected. Blocks may nest: an
-    inner block's collection skips what the outer one froze, and leaving the inner block
-    unfreezes everything (the rest of the outer block runs unfrozen).
+    back to the collector, so nothing that dies later stays uncollected.
     """
     gc.collect()
     gc.freeze()

@@ -8,6 +8,7 @@ would only burn the budget.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -75,8 +76,12 @@ def _largest(param) -> Any:
     return param.high
 
 
-def check_capacity(space: SearchSpace, data: DevData, *, seed: int) -> CapacityReport:
-    """Train the largest configuration on a sample of the development rows, regularisation off."""
+def check_capacity(
+    space: SearchSpace, data: DevData, *, seed: int, cancel: threading.Event | None = None
+) -> CapacityReport:
+    """Train the largest configuration on a sample of the development rows, regularisation off.
+
+    Setting `cancel` ends the training after the current epoch (the report is then moot)."""
     keras = import_keras()
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -114,11 +119,58 @@ def check_capacity(space: SearchSpace, data: DevData, *, seed: int) -> CapacityR
     for _ in range(MAX_EPOCHS):
         order = rng.permutation(len(X))[: n_batches * batch_size].reshape(n_batches, batch_size)
         losses.append(float(np.mean([model.train_on_batch(X[rows], y_fit[rows]) for rows in order])))
-        if losses[-1] <= target or not np.isfinite(losses[-1]):
+        if losses[-1] <= target or not np.isfinite(losses[-1]) or (cancel and cancel.is_set()):
             break
     final = float(np.nanmin(losses)) if np.isfinite(losses).any() else float("inf")
     passed = final <= target + 1e-3 or reference - floor < 1e-2  # nothing learnable is no capacity problem
     return CapacityReport(passed, reference, final, len(losses), time.perf_counter() - started, params)
+
+
+class CapacityCheckInBackground:
+    """`check_capacity` in a thread, started while the last baseline fits.
+
+    The check (~2-3 s, mostly tracing the largest network's training step) would otherwise
+    run alone between the baselines and the trials. The last baseline is usually the SVM,
+    which fits on one core, so the check costs no wall time beside it (beside a forest on a
+    large table, it shares the cores for those seconds). It only starts from `start()`, and
+    `report()` starts it if nothing did (e.g. the last baseline was skipped).
+    """
+
+    def __init__(self, space: SearchSpace, data: DevData, *, seed: int) -> None:
+        self._cancelled = threading.Event()
+        self._run = lambda: check_capacity(space, data, seed=seed, cancel=self._cancelled)
+        self._thread: threading.Thread | None = None
+        self._outcome: CapacityReport | BaseException | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        # Imported here: the import silences file descriptor 2 for the whole process while it
+        # runs, which must not happen while another thread may be writing there.
+        import_keras()
+        self._thread = threading.Thread(target=self._target, name="autodl-capacity", daemon=True)
+        self._thread.start()
+
+    def _target(self) -> None:
+        try:
+            self._outcome = self._run()
+        except BaseException as error:  # handed to the search's thread by report()
+            self._outcome = error
+
+    def cancel(self) -> None:
+        """Stop the check after its current epoch, if it runs, and wait for its thread: a
+        search that ends without its Keras stage must not leave it training."""
+        self._cancelled.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def report(self) -> CapacityReport:
+        """The check's report, once it has finished; raises what the check raised."""
+        self.start()
+        self._thread.join()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
 
 
 def _loss_of_best_constant(task: str, y: np.ndarray) -> float:

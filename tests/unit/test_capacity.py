@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from autodl.data.dataset import build_dataset
 from autodl.spaces import load_space
@@ -25,6 +26,10 @@ def _table(rows: int, seed: int = 0) -> pd.DataFrame:
 
 
 def _space_file(tmp_path, learning_rate: float):
+    return load_space(_space_path(tmp_path, learning_rate))
+
+
+def _space_path(tmp_path, learning_rate: float):
     path = tmp_path / "fixed_lr.yaml"
     path.write_text(
         "name: fixed_lr\nbuilder: mlp\nparams:\n"
@@ -33,7 +38,7 @@ def _space_file(tmp_path, learning_rate: float):
         f"  learning_rate: {{type: categorical, choices: [{learning_rate}]}}\n"
         "  batch_size: {type: categorical, choices: [32]}\n"
     )
-    return load_space(path)
+    return path
 
 
 def test_the_largest_network_overfits_a_learnable_sample():
@@ -55,3 +60,52 @@ def test_a_sample_smaller_than_a_batch_is_one_batch_an_epoch():
     report = check_capacity(load_space("mlp_small"), _dev(_table(20), "binary"), seed=0)
     assert report.passed and report.epochs >= 1
     assert SAMPLE_ROWS == 256  # the message's sample size
+
+
+def test_the_background_check_runs_once_and_hands_over_its_report_or_its_error(monkeypatch):
+    import autodl.tuning.capacity as capacity
+
+    calls = []
+
+    def fake_check(space, data, *, seed, cancel):
+        calls.append(seed)
+        if seed == 1:
+            raise ValueError("the check broke")
+        return "report"
+
+    monkeypatch.setattr(capacity, "check_capacity", fake_check)
+    check = capacity.CapacityCheckInBackground(None, None, seed=0)
+    check.start()
+    check.start()
+    assert check.report() == "report" and calls == [0]
+    broken = capacity.CapacityCheckInBackground(None, None, seed=1)  # report() starts it
+    with pytest.raises(ValueError, match="the check broke"):
+        broken.report()
+
+
+def test_a_cancelled_check_stops_training_after_its_current_epoch(tmp_path):
+    from autodl.tuning.capacity import CapacityCheckInBackground
+
+    check = CapacityCheckInBackground(_space_file(tmp_path, 1e-7), _dev(_table(600), "binary"), seed=0)
+    check.start()
+    check.cancel()  # returns once the thread has ended
+    assert check.report().epochs < 150  # would train all 150 epochs uncancelled (see above)
+
+
+def test_a_search_whose_space_cannot_overfit_skips_the_keras_search(tmp_path):
+    from autodl import search
+
+    frame = _table(300)
+    result = search(
+        frame,
+        target="y",
+        space=str(_space_path(tmp_path, 1e-7)),
+        trials=2,
+        time_limit=300,
+        folds=2,
+        baselines=("dummy", "linear"),
+        tracking=False,
+        output_dir=tmp_path / "run",
+    )
+    assert "cannot fit even a small sample" in result.decisions["stop_reason"]
+    assert [o.name for o in result.outcomes] == ["dummy", "linear"]
