@@ -131,7 +131,7 @@ class CapacityCheckInBackground:
 
     The check (~2-3 s, mostly tracing the largest network's training step) would otherwise
     run alone between the baselines and the trials. The last baseline is usually the SVM,
-    which fits on one core, so the check costs no wall time beside it (beside a forest on a
+    which fits on one core, so the check mostly runs on the other (beside a forest on a
     large table, it shares the cores for those seconds). It only starts from `start()`, and
     `report()` starts it if nothing did (e.g. the last baseline was skipped).
     """
