@@ -10,6 +10,8 @@ so every variant trains the same number of epochs:
 - single: one fit of the same network on one fold's training rows (~80%), plus scoring its fold;
 - naive:  5 separate fits (autodl.tuning.cv.cross_validate over a keras_candidate).
 
+(--folds changes the 5; the smoke test uses 2 to stay quick.)
+
 Reported per size: medians over --repeats of each one's seconds, the ratios towers/single
 (target <= 1.5) and naive/single, the single fit's time per epoch and per step, and the share
 of the towers' wall time spent outside `combined.fit` (preprocessing, build, compile, scoring).
@@ -55,7 +57,7 @@ CONFIG = {
 HEAVY_MODULES = ("tensorflow", "keras", "mlflow", "keras_tuner", "sklearn", "optuna", "pandas")
 
 
-def dev_data(rows: int, seed: int = SEED):
+def dev_data(rows: int, seed: int = SEED, folds: int = FOLDS):
     """The generated table as autodl's DevData (all rows are development rows), and its metric."""
     from autodl.data.dataset import build_dataset
     from autodl.metrics import resolve_metric
@@ -63,10 +65,10 @@ def dev_data(rows: int, seed: int = SEED):
     from autodl.tuning.cv import DevData
 
     frame = make_table(rows, numeric=20, categorical=2, levels=(5, 20), seed=seed)
-    dataset = build_dataset(frame, target="target", task="binary", folds=FOLDS, test_size=0.0)
-    folds = make_folds(dataset.y, folds=FOLDS, repeats=1, stratify=True, seed=seed)
+    dataset = build_dataset(frame, target="target", task="binary", folds=folds, test_size=0.0)
+    splits = make_folds(dataset.y, folds=folds, repeats=1, stratify=True, seed=seed)
     data = DevData(
-        dataset.features, dataset.y, folds, dataset.profile, dataset.task.kind, dataset.task.n_classes
+        dataset.features, dataset.y, splits, dataset.profile, dataset.task.kind, dataset.task.n_classes
     )
     return data, resolve_metric(dataset.task.kind, None)
 
@@ -184,9 +186,9 @@ def run_naive(data, metric, epochs: int) -> dict:
     }
 
 
-def cv_cost(rows: int, epochs: int, repeats: int) -> dict:
+def cv_cost(rows: int, epochs: int, repeats: int, folds: int = FOLDS) -> dict:
     """Towers vs single vs naive on one table size; medians over `repeats`."""
-    data, metric = dev_data(rows)
+    data, metric = dev_data(rows, folds=folds)
     runs = []
     for _ in range(repeats):
         towers = run_towers(data, metric, epochs)
@@ -211,7 +213,7 @@ def cv_cost(rows: int, epochs: int, repeats: int) -> dict:
         "benchmark": "efficiency",
         "part": "cv_cost",
         "rows": rows,
-        "folds": FOLDS,
+        "folds": folds,
         "epochs": epochs,
         "repeats": repeats,
         "config": CONFIG,
@@ -437,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[5000, 20000, 100000])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--folds", type=int, default=FOLDS, help="CV folds of the CV-cost part")
     parser.add_argument("--search-rows", type=int, default=5000, help="table size of the whole-search part")
     parser.add_argument("--search-trials", type=int, default=5)
     parser.add_argument(
@@ -468,11 +471,11 @@ def main(argv: list[str] | None = None) -> None:
         )
     if "cv" not in args.skip:
         # Process-wide one-time costs (TensorFlow start, first tracings) are paid before timing.
-        warm_data, warm_metric = dev_data(200, seed=1)
+        warm_data, warm_metric = dev_data(200, seed=1, folds=args.folds)
         run_towers(warm_data, warm_metric, 1)
         run_single(warm_data, warm_metric, 1)
         for rows in args.rows:
-            record = cv_cost(rows, args.epochs, args.repeats)
+            record = cv_cost(rows, args.epochs, args.repeats, args.folds)
             keep(record)
             print(
                 f"{rows:>7} rows: towers/single {record['towers_over_single']:.2f}x, naive/single "

@@ -45,13 +45,13 @@ def test_efficiency_smoke(tmp_path):
     output, markdown = tmp_path / "efficiency.jsonl", tmp_path / "efficiency.md"
     run_benchmark(
         "benchmarks.efficiency",
-        *("--rows", "300", "--epochs", "2", "--repeats", "1", "--skip", "search"),
+        *("--rows", "300", "--epochs", "2", "--repeats", "1", "--folds", "2", "--skip", "search"),
         *("--output", str(output), "--markdown", str(markdown)),
     )
     records = {r["part"]: r for r in read_records(output)}
     assert set(records) == {"startup", "cv_cost"}
     cost = records["cv_cost"]
-    assert cost["rows"] == 300 and cost["epochs"] == 2 and cost["folds"] == 5
+    assert cost["rows"] == 300 and cost["epochs"] == 2 and cost["folds"] == 2
     for key in (
         "towers_s",
         "single_s",
@@ -64,7 +64,7 @@ def test_efficiency_smoke(tmp_path):
         "towers_outside_fit_share",
     ):
         assert cost[key] > 0, key
-    assert cost["epochs_trained"]["single"] == 2 and cost["epochs_trained"]["naive"] == [2] * 5
+    assert cost["epochs_trained"]["single"] == 2 and cost["epochs_trained"]["naive"] == [2] * 2
     startup = records["startup"]
     assert {"help_s", "help_s_samples", "heavy_modules_loaded", "imports_tensorflow"} <= set(startup)
     assert len(startup["help_s_samples"]) == 3
@@ -96,13 +96,13 @@ def test_scale_smoke(tmp_path):
     output, markdown = tmp_path / "scale.jsonl", tmp_path / "scale.md"
     run_benchmark(
         "benchmarks.scale",
-        *("--rows", "2000", "--trials", "1", "--time-limit", "300"),
-        *("--baselines", "dummy", "linear", "--max-epochs", "4"),
+        *("--rows", "1000", "--trials", "1", "--time-limit", "300"),
+        *("--baselines", "dummy", "linear", "--max-epochs", "2"),
         *("--output", str(output), "--markdown", str(markdown)),
     )
     (record,) = read_records(output)
     assert "error" not in record, record.get("stderr_tail")
-    assert record["rows"] == 2000 and record["columns"] == 50
+    assert record["rows"] == 1000 and record["columns"] == 50
     for key in (
         "load_profile_s",
         "baselines_wall_s",
@@ -116,7 +116,7 @@ def test_scale_smoke(tmp_path):
     ):
         assert record[key] > 0, key
     assert record["trials_run"] == 1 and set(record["baselines"]) == {"dummy", "linear"}
-    assert "| 2000 |" in markdown.read_text()
+    assert "| 1000 |" in markdown.read_text()
 
 
 def test_scale_growth_exponent(monkeypatch):
@@ -144,7 +144,7 @@ def test_quality_smoke(tmp_path):
     output, markdown = tmp_path / "quality.jsonl", tmp_path / "quality.md"
     run_benchmark(
         "benchmarks.quality",
-        *("--datasets", "iris", "--budget", "15", "--manifest", str(MANIFEST)),
+        *("--datasets", "iris", "--budget", "10", "--manifest", str(MANIFEST)),
         *("--output", str(output), "--markdown", str(markdown)),
     )
     (record,) = read_records(output)

@@ -80,7 +80,12 @@ def _wait(process: subprocess.Popen, seconds: float) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum",
+    # one handler serves both signals: SIGTERM's run is in the slow set to keep CI short
+    [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_interrupt_keeps_the_best_model_and_exits_130(signum, tmp_path):
     output = tmp_path / "run"
     process = start_cli(*SEARCH, "--trials", "50", "--no-tracking", "--output", output, cwd=tmp_path)
@@ -243,6 +248,7 @@ def test_sigkill_during_a_trial_then_resume_leaves_no_mlflow_run_running(tmp_pat
     _check_no_run_left_running(output, store)
 
 
+@pytest.mark.slow  # ~35 s; the kill during a trial of the first process stays in the default run
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker in /proc")
 def test_sigkill_while_a_fresh_process_runs_the_trials_then_resume(tmp_path):
     first, output, _ = _kill_and_resume(tmp_path, when="handover", tracking=False)
