@@ -158,6 +158,8 @@ def run_search(
         from autodl.tuning.capacity import CapacityCheckInBackground
 
         capacity = CapacityCheckInBackground(prepared.space, prepared.dev, seed=config.seed)
+    if prepared.trials is not None:
+        runtime.start_keras_import()  # beside the baselines, not in front of the first trial
     try:
         done = {o.name for o in outcomes}
         _run_baselines(
@@ -198,6 +200,7 @@ def run_search(
     finally:
         if capacity is not None:  # e.g. the time limit came before the Keras search
             capacity.cancel()
+        runtime.wait_for_keras_import()  # no thread left half-way through an import at exit
 
     if not pool.scores:  # the dummy alone does not count as a model
         tracker.abort("KILLED" if interrupted else "FAILED", "no candidate completed")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,8 +37,7 @@ def import_keras():
     TensorFlow's native libraries print absl/oneDNN notices straight to file descriptor 2 while
     loading, before TF_CPP_MIN_LOG_LEVEL applies; Python errors still surface as exceptions.
     """
-    import sys
-
+    wait_for_keras_import()  # a background import leaves a half-made module in sys.modules
     if "keras" in sys.modules:
         return sys.modules["keras"]
     configure()
@@ -54,6 +56,41 @@ def import_keras():
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return keras
+
+
+_background_import: threading.Thread | None = None
+
+
+def start_keras_import() -> None:
+    """Import Keras (and TensorFlow, ~5-8 s on two cores) in a background thread.
+
+    A search starts it before its baselines, whose scikit-learn fits mostly run outside the
+    GIL, so the import overlaps them instead of delaying the first Keras work. File descriptor
+    2 is not silenced here: that would swallow the other threads' messages meanwhile;
+    TF_CPP_MIN_LOG_LEVEL (set by `configure`) keeps TensorFlow quiet. A failed import is left
+    for `import_keras` to repeat and raise where it is needed.
+    """
+    global _background_import
+    if "keras" in sys.modules or _background_import is not None:
+        return
+    configure()
+
+    def load() -> None:
+        try:
+            import keras  # noqa: F401
+
+            logging.getLogger("tensorflow").setLevel(logging.ERROR)  # as import_keras does
+        except Exception:  # import_keras repeats the import, and raises, where Keras is needed
+            pass
+
+    _background_import = threading.Thread(target=load, name="autodl-import-keras", daemon=True)
+    _background_import.start()
+
+
+def wait_for_keras_import() -> None:
+    """Block until a background import started by `start_keras_import` has ended."""
+    if _background_import is not None:
+        _background_import.join()
 
 
 def release_keras_memory() -> None:
