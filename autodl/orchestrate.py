@@ -149,17 +149,12 @@ def run_search(
 
     interrupted, stop_reason = False, "budget spent"
     capacity = None
-    if (
-        prepared.trials is not None
-        and prepared.space is not None
-        and config.capacity_check
-        and not config.resume
-    ):
-        from autodl.tuning.capacity import CapacityCheckInBackground
-
-        capacity = CapacityCheckInBackground(prepared.space, prepared.dev, seed=config.seed)
     if prepared.trials is not None:
         runtime.start_keras_import()  # beside the baselines, not in front of the first trial
+        if prepared.space is not None and config.capacity_check and not config.resume:
+            from autodl.tuning.capacity import CapacityCheckInBackground
+
+            capacity = CapacityCheckInBackground(prepared.space, prepared.dev, seed=config.seed)
     try:
         done = {o.name for o in outcomes}
         _run_baselines(

@@ -145,8 +145,9 @@ class CapacityCheckInBackground:
     def start(self) -> None:
         if self._thread is not None:
             return
-        # Imported here: the import silences file descriptor 2 for the whole process while it
-        # runs, which must not happen while another thread may be writing there.
+        # Keras is ready before the thread starts: this waits for the search's background
+        # import, or imports it here, where silencing file descriptor 2 (import_keras does,
+        # process-wide) cannot swallow the check's own messages.
         import_keras()
         self._thread = threading.Thread(target=self._target, name="autodl-capacity", daemon=True)
         self._thread.start()
