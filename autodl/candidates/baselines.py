@@ -8,8 +8,6 @@ from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -18,6 +16,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
 from autodl.candidates.base import Candidate
+from autodl.candidates.packed_trees import (
+    PackedHistGradientBoostingClassifier,
+    PackedHistGradientBoostingRegressor,
+)
 from autodl.errors import ConfigError, did_you_mean
 from autodl.preprocess import tree_categorical_mask
 
@@ -27,7 +29,8 @@ FOREST_SAMPLE_ROWS = 50_000
 
 
 def _hgb(classification: bool, seed: int, **params):
-    cls = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
+    # saved with the trees packed: the run store writes every fold model while the next one fits
+    cls = PackedHistGradientBoostingClassifier if classification else PackedHistGradientBoostingRegressor
 
     def make(profile):
         mask = tree_categorical_mask(profile)
