@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, QuantileTransformer, StandardScaler
@@ -21,6 +23,11 @@ STYLES = ("dense", "tree", "embedding")
 # Most labels a categorical column may have for gradient boosting to split it as categories.
 NATIVE_CATEGORY_LEVELS = 32
 NUMERIC_SCALINGS = ("standard", "quantile")
+TEXT_COMPONENTS = (
+    8  # numbers per free-text column (titanic names: 16 diluted the forests, CV AUC 0.866 vs 0.881)
+)
+TEXT_VOCABULARY = 20_000  # most frequent words and word pairs kept per column
+TEXT_FIT_ROWS = 50_000  # rows a column's vocabulary and components are learned from, at most
 
 
 class _OneToOne(BaseEstimator, TransformerMixin):
@@ -84,6 +91,71 @@ class DatetimeFeatures(BaseEstimator, TransformerMixin):
         return np.asarray([f"{name}_{part}" for name in names for part in self.PARTS], dtype=object)
 
 
+class TextComponents(BaseEstimator, TransformerMixin):
+    """Each free-text column as TEXT_COMPONENTS numbers: TF-IDF of its words and word pairs,
+    reduced by truncated SVD (latent semantic analysis).
+
+    The width is fixed whatever the vocabulary, so that the columns after it keep their
+    positions (gradient boosting's categorical mask is positional): components a small
+    vocabulary cannot give are zeros. Words must occur in two training rows to count; a column
+    with no such word (all missing, say) gives zeros.
+    """
+
+    def __init__(self, n_components: int = TEXT_COMPONENTS, random_state: int = 0) -> None:
+        self.n_components = n_components
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        frame = pd.DataFrame(X)
+        self.n_features_in_ = frame.shape[1]
+        self.feature_names_in_ = np.asarray(frame.columns.astype(str), dtype=object)
+        rows = np.arange(len(frame))
+        if len(rows) > TEXT_FIT_ROWS:
+            rows = np.sort(
+                np.random.default_rng(self.random_state).choice(rows, TEXT_FIT_ROWS, replace=False)
+            )
+        self.vectorizers_, self.reducers_ = [], []
+        for i in range(frame.shape[1]):
+            vectorizer = TfidfVectorizer(
+                ngram_range=(1, 2),
+                min_df=2,
+                max_features=TEXT_VOCABULARY,
+                sublinear_tf=True,
+                dtype=np.float32,
+            )
+            try:
+                weights = vectorizer.fit_transform(_as_text(frame.iloc[rows, i]))
+            except ValueError:  # no word in two rows: nothing to learn from this column
+                self.vectorizers_.append(None)
+                self.reducers_.append(None)
+                continue
+            width = min(self.n_components, weights.shape[1] - 1, weights.shape[0] - 1)
+            reducer = TruncatedSVD(width, random_state=self.random_state).fit(weights) if width >= 1 else None
+            self.vectorizers_.append(vectorizer if reducer is not None else None)
+            self.reducers_.append(reducer)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        frame = pd.DataFrame(X)
+        out = np.zeros((len(frame), self.n_components * frame.shape[1]), dtype=np.float32)
+        for i, (vectorizer, reducer) in enumerate(zip(self.vectorizers_, self.reducers_, strict=True)):
+            if reducer is not None:
+                start = i * self.n_components
+                components = reducer.transform(vectorizer.transform(_as_text(frame.iloc[:, i])))
+                out[:, start : start + components.shape[1]] = components
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        names = input_features if input_features is not None else self.feature_names_in_
+        return np.asarray(
+            [f"{name}_text_{j}" for name in names for j in range(self.n_components)], dtype=object
+        )
+
+
+def _as_text(values: pd.Series) -> list[str]:
+    return values.astype(object).where(values.notna(), "").astype(str).tolist()
+
+
 class ShiftCodes(_OneToOne):
     """Ordinal codes + 1, so code 0 means an unseen or unknown category (an embedding row of its own)."""
 
@@ -136,7 +208,8 @@ def build_preprocessor(
     "dense" (neural networks, linear models, kernels): impute, scale numbers, one-hot encode
     (rare and unseen categories grouped); float32 output. "embedding": the same for numbers, categories as
     integer codes placed last (0 = unseen) for embedding layers. "tree": numbers kept with
-    their missing values, categories ordinal-encoded, unseen categories as missing.
+    their missing values, categories ordinal-encoded, unseen categories as missing. Free text
+    becomes TextComponents in every style (scaled, but for "tree").
     `numeric_scaling` (not for "tree"): "standard" (zero mean, unit variance) or "quantile"
     (`NormalQuantiles`).
     """
@@ -145,7 +218,7 @@ def build_preprocessor(
     if numeric_scaling not in NUMERIC_SCALINGS:
         raise ValueError(f"numeric_scaling must be one of {NUMERIC_SCALINGS}, got {numeric_scaling!r}")
     if style == "tree":
-        numbers, dates = ToNumbers(), DatetimeFeatures()
+        numbers, dates, text = ToNumbers(), DatetimeFeatures(), TextComponents()
         labels = make_pipeline(
             ToLabels(),
             OrdinalEncoder(
@@ -168,6 +241,7 @@ def build_preprocessor(
             StandardScaler(),
             AsFloat32(),
         )
+        text = make_pipeline(TextComponents(), StandardScaler(), AsFloat32())
         if style == "dense":
             encoder = OneHotEncoder(
                 handle_unknown="infrequent_if_exist",
@@ -182,13 +256,13 @@ def build_preprocessor(
                 handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=MIN_CATEGORY_FREQUENCY
             )
             labels = make_pipeline(ToLabels(), encoder, ShiftCodes())
-    columns = {kind: profile.names(kind) for kind in ("numeric", "categorical", "datetime")}
-    transformers = {"numeric": numbers, "categorical": labels, "datetime": dates}
+    columns = {kind: profile.names(kind) for kind in ("numeric", "categorical", "datetime", "text")}
+    transformers = {"numeric": numbers, "categorical": labels, "datetime": dates, "text": text}
     # Category codes come last, so an embedding network can split them off the numeric block.
     order = (
-        ("numeric", "datetime", "categorical")
+        ("numeric", "datetime", "text", "categorical")
         if style == "embedding"
-        else ("numeric", "categorical", "datetime")
+        else ("numeric", "categorical", "datetime", "text")
     )
     parts = [(kind, transformers[kind], columns[kind]) for kind in order if columns[kind]]
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
@@ -232,9 +306,10 @@ def tree_categorical_mask(profile: TableProfile) -> list[bool]:
     26-200 labels 0.834 -> 0.841; credit_data and titanic unchanged).
     """
     n_dates = len(DatetimeFeatures.PARTS) * len(profile.names("datetime"))
+    n_text = TEXT_COMPONENTS * len(profile.names("text"))
     categorical = [c for c in profile.columns if c.kind == "categorical"]
     return (
         [False] * len(profile.names("numeric"))
         + [c.n_unique <= NATIVE_CATEGORY_LEVELS for c in categorical]
-        + [False] * n_dates
+        + [False] * (n_dates + n_text)
     )

@@ -10,7 +10,7 @@ import pandas as pd
 
 from autodl.errors import DataError
 
-MODELED_KINDS = ("numeric", "categorical", "datetime")
+MODELED_KINDS = ("numeric", "categorical", "datetime", "text")
 ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^id[_\W]|identifier", re.IGNORECASE)
 DATE_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?")
 TEXT_MIN_WORDS = 3.0
@@ -120,7 +120,10 @@ def _profile_strings(name: str, present: pd.Series, decided) -> ColumnProfile:
         )
     mean_words = sample.str.split().str.len().mean()
     if mean_words >= TEXT_MIN_WORDS and n_unique > 0.5 * len(present):
-        return decided("text", f"free text (about {mean_words:.0f} words a value); text is not modeled yet")
+        return decided(
+            "text",
+            f"free text (about {mean_words:.0f} words a value): word frequencies, reduced to a few numbers",
+        )
     if n_unique == len(present) and len(present) >= 20:
         return decided("id", "every value is distinct, so it cannot generalise")
     if n_unique > 0.5 * len(present) and len(present) >= 20:

@@ -173,8 +173,8 @@ def test_profile_column_kinds():
         "blank": "empty",
     }
     profile = profile_columns(frame)
-    assert profile.used == ["colour", "amount", "day", "stamp", "measure", "flag"]
-    assert {column.name for column in profile.dropped} == {"row", "passenger_id", "comment", "const", "blank"}
+    assert profile.used == ["comment", "colour", "amount", "day", "stamp", "measure", "flag"]
+    assert {column.name for column in profile.dropped} == {"row", "passenger_id", "const", "blank"}
     assert all(column.reason for column in profile.columns)
 
 
