@@ -3,7 +3,7 @@
 A fitted HistGradientBoosting keeps each tree as a `TreePredictor` of three arrays; skops writes
 each array as its own file in the archive, at a fixed cost per file (~0.2 ms, plus the schema
 entry): five fold models of a 3-class, 600-iteration model hold 27,000 of them, which took
-5-10 s to write and as long to load. These subclasses change nothing but their saved state:
+~10 s to write. These subclasses change nothing but their saved state:
 all trees' nodes in one array and the category bitsets in two, rebuilt into the same
 `TreePredictor`s on load, so predictions are identical.
 """
