@@ -52,11 +52,8 @@ def unpack_trees(packed: dict[str, Any]) -> list[list[TreePredictor]]:
 class _PackedTreesState:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
-        trees = state.pop("_predictors", None)
-        if trees:
-            state[PACKED] = pack_trees(trees)
-        elif trees is not None:
-            state["_predictors"] = trees
+        if state.get("_predictors"):  # fitted
+            state[PACKED] = pack_trees(state.pop("_predictors"))
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
