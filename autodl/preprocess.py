@@ -14,6 +14,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, QuantileTransformer, StandardScaler
 
+from autodl.data.numbers import parse_numbers, writes_decimal_comma
 from autodl.data.profile import TableProfile
 
 MISSING_LABEL = "__missing__"
@@ -41,11 +42,23 @@ class _OneToOne(BaseEstimator, TransformerMixin):
 
 
 class ToNumbers(_OneToOne):
-    """Coerce columns to float: numbers stored as text (thousands separators allowed) or booleans."""
+    """Coerce columns to float: booleans, or numbers written as text ('1,234', '3,5', '$12',
+    '4%'); whether a column writes a decimal comma is learned in `fit`."""
+
+    def fit(self, X, y=None):
+        frame = pd.DataFrame(X)
+        self.n_features_in_ = frame.shape[1]
+        self.decimal_comma_ = [
+            not pd.api.types.is_numeric_dtype(frame.iloc[:, i]) and writes_decimal_comma(frame.iloc[:, i])
+            for i in range(frame.shape[1])
+        ]
+        return self
 
     def transform(self, X) -> np.ndarray:
         frame = pd.DataFrame(X)
-        return np.column_stack([_to_float(frame.iloc[:, i]) for i in range(frame.shape[1])])
+        return np.column_stack(
+            [parse_numbers(frame.iloc[:, i], comma).to_numpy() for i, comma in enumerate(self.decimal_comma_)]
+        )
 
 
 class ToLabels(_OneToOne):
@@ -190,13 +203,6 @@ class NormalQuantiles(QuantileTransformer):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="n_quantiles", category=UserWarning)
             return super().fit(X, y)
-
-
-def _to_float(values: pd.Series) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return values.to_numpy(dtype=float, na_value=np.nan)
-    text = values.astype(object).where(values.notna(), None).astype(str).str.replace(",", "", regex=False)
-    return pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 def build_preprocessor(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from autodl.data.numbers import parse_numbers, writes_decimal_comma
 from autodl.data.profile import TableProfile, check_features, profile_columns
 from autodl.data.task import TaskInfo, detect_task
 from autodl.errors import DataError, closest
@@ -71,13 +72,13 @@ def build_dataset(
             f"{dropped}, but {folds}-fold CV with a {test_size:.0%} test split needs at least {needed}",
             f"add data rows (a search needs dozens at least){other}",
         )
-    target_values = frame[target]
+    target_values = _numbers_if_written_as_text(frame[target])
     if target_values.nunique() < 2:
         raise DataError(
             f"the target '{target}' is constant (every row is {_shown(target_values.iloc[0])}); there is nothing to learn",
             "check --target, or add rows of the other outcomes",
         )
-    task_info = detect_task(target_values, task)
+    task_info = detect_task(target_values, task, min_class_rows=needed)
     if task_info.kind == "regression":
         y = pd.to_numeric(target_values, errors="coerce").to_numpy(dtype=float)
         if not np.all(np.isfinite(y)):
@@ -93,6 +94,17 @@ def build_dataset(
     profile = profile_columns(features)
     check_features(features, profile, rows=kept_rows)
     return Dataset(features, target, y, task_info, profile, int(missing.sum()))
+
+
+def _numbers_if_written_as_text(values: pd.Series) -> pd.Series:
+    """A text target whose every cell is a number with decorations ('$1,234', '4%', '3,5') as
+    numbers; other targets as they are (labels such as '001' stay labels)."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return values
+    if pd.to_numeric(values, errors="coerce").notna().all():
+        return values
+    parsed = parse_numbers(values, writes_decimal_comma(values))
+    return parsed if parsed.notna().all() else values
 
 
 def _require_column(frame: pd.DataFrame, name: str, what: str, flag: str) -> None:

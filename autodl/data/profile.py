@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from autodl.data.numbers import parse_numbers, writes_decimal_comma
 from autodl.errors import DataError
 
 MODELED_KINDS = ("numeric", "categorical", "datetime", "text")
@@ -106,9 +107,12 @@ def _profile_strings(name: str, present: pd.Series, decided) -> ColumnProfile:
         parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
         if parsed.notna().mean() > 0.9:
             return decided("datetime", "strings that parse as dates")
-    numeric = pd.to_numeric(sample.str.replace(",", "", regex=False), errors="coerce")
+    decimal_comma = writes_decimal_comma(sample)
+    numeric = parse_numbers(sample, decimal_comma)
     if numeric.notna().mean() > 0.98:
-        return decided("numeric", "strings that parse as numbers")
+        return decided(
+            "numeric", "strings that parse as numbers" + (" (decimal comma)" if decimal_comma else "")
+        )
     tokens = sample[numeric.isna()].str.strip().str.lower()
     if numeric.notna().mean() >= 0.5 and tokens.isin(PLACEHOLDERS).all():
         # Numbers with placeholders such as '?': numeric, the placeholders are missing values

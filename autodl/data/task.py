@@ -30,8 +30,11 @@ class TaskInfo:
         return len(self.classes) if self.classes else 0
 
 
-def detect_task(target: pd.Series, override: str | None = None) -> TaskInfo:
-    """Infer binary, multiclass or regression from the target's values (or apply `override`)."""
+def detect_task(target: pd.Series, override: str | None = None, min_class_rows: int = 1) -> TaskInfo:
+    """Infer binary, multiclass or regression from the target's values (or apply `override`).
+
+    Integers with a value too rare for a class (fewer than `min_class_rows` rows, what the
+    split needs of every class) are counts or scores, so regression."""
     values = target.dropna()
     n_unique = values.nunique()
     if override is not None:
@@ -47,6 +50,13 @@ def detect_task(target: pd.Series, override: str | None = None) -> TaskInfo:
     if n_unique == 2:
         return TaskInfo("binary", "the target holds two distinct values", _classes(values))
     if n_unique <= MAX_CLASSES_FOR_INTEGERS and n_unique <= MAX_CLASS_SHARE_OF_ROWS * len(values):
+        counts = values.value_counts()
+        if counts.min() < min_class_rows:
+            return TaskInfo(
+                "regression",
+                f"the target holds {n_unique} distinct integers, and {int(counts.idxmin())} occurs in "
+                f"{counts.min()} row{'' if counts.min() == 1 else 's'}, too few to be a class",
+            )
         return TaskInfo(
             "multiclass",
             f"the target holds {n_unique} distinct integers, few for {len(values)} rows",

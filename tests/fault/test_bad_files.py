@@ -133,6 +133,25 @@ def test_numbers_with_thousands_separators_are_numeric(tmp_path):
     assert column_profile(summary, "amount")["kind"] == "numeric"
 
 
+def test_decimal_commas_currency_and_percent_cells_are_numbers_end_to_end(tmp_path):
+    # A European export: ';' between fields, ',' before the fraction; and amounts with units.
+    frame = _frame(100)
+    rng = np.random.default_rng(2)
+    frame["rate"] = [f"{v:.1f}%" for v in rng.uniform(1, 30, 100)]
+    frame["cost"] = [f"${v:,.2f}" for v in rng.uniform(100, 90_000, 100)]
+    path = tmp_path / "european.csv"
+    frame.to_csv(path, index=False, sep=";", decimal=",")
+    assert read_table(path)["x"].astype(str).str.contains(",").any()
+    outcome, output = _search(path)
+    summary = assert_search_ok(outcome, output)
+    assert "decimal comma" in column_profile(summary, "x")["reason"]
+    assert column_profile(summary, "rate")["kind"] == "numeric"
+    assert column_profile(summary, "cost")["kind"] == "numeric"  # not an id of unique labels
+    rows = read_table(path).drop(columns=["y"])
+    inputs = TabularModel.load(output / "model")
+    assert np.isfinite(inputs.predict_proba(rows).astype(float)).all()
+
+
 def test_booleans_as_strings(tmp_path):
     frame = _frame()
     flags = np.random.default_rng(2).integers(0, 2, N).astype(bool)

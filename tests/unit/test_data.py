@@ -15,7 +15,7 @@ from autodl.data.profile import profile_columns
 from autodl.data.task import detect_task
 from autodl.errors import ConfigError, DataError
 from autodl.metrics import DEFAULT_METRIC, SECONDARY, resolve_metric, score_all
-from autodl.preprocess import DatetimeFeatures, build_preprocessor, fit_preprocessor
+from autodl.preprocess import DatetimeFeatures, ToNumbers, build_preprocessor, fit_preprocessor
 from autodl.split import holdout_split, make_folds
 
 SMALL = pd.DataFrame(
@@ -248,6 +248,50 @@ def test_detect_task_override():
     assert "'a'" in str(info_error.value)
     with pytest.raises(DataError, match="--task binary"):
         detect_task(labels, "binary")
+
+
+def test_integers_with_a_value_too_rare_for_a_class_are_a_count_to_regress():
+    counts = pd.Series(np.random.default_rng(0).poisson(3.0, size=1500))  # 0..11, 11 in one row
+    info = detect_task(counts, min_class_rows=7)
+    assert info.kind == "regression"
+    assert "too few to be a class" in info.reason
+    assert detect_task(pd.Series(np.tile([1, 2, 3], 100)), min_class_rows=7).kind == "multiclass"
+    assert detect_task(pd.Series([0] * 50 + [1]), min_class_rows=7).kind == "binary"  # a label pair
+
+
+def test_a_target_of_amounts_written_as_text_is_regressed_on_the_numbers():
+    rng = np.random.default_rng(0)
+    amounts = rng.uniform(10, 5000, size=60)
+    frame = pd.DataFrame({"x": amounts + rng.normal(size=60), "price": [f"${v:,.2f}" for v in amounts]})
+    dataset = build_dataset(frame, target="price", folds=3)
+    assert dataset.task.kind == "regression"
+    np.testing.assert_allclose(dataset.y, amounts.round(2))
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        (["1,234", "12,345,678.5", "7"], [1234.0, 12345678.5, 7.0]),
+        (["0,346", "-1,303", "12,5"], [0.346, -1.303, 12.5]),  # decimal commas
+        (["1.234,5", "3,25", None], [1234.5, 3.25, np.nan]),
+        (
+            ["$1,234.56", "4.5%", "12 %", "€ 3", "1 234 567", "12 34", "?"],
+            [1234.56, 4.5, 12, 3, 1234567, np.nan, np.nan],
+        ),
+    ],
+)
+def test_numbers_written_as_text_are_read_with_the_columns_own_convention(cells, expected):
+    column = pd.DataFrame({"v": cells})
+    read = ToNumbers().fit(column).transform(column)[:, 0]
+    np.testing.assert_allclose(read, expected)
+
+
+def test_a_decimal_comma_column_is_numeric_and_says_so():
+    profile = profile_columns(
+        pd.DataFrame({"v": [f"{v:.3f}".replace(".", ",") for v in np.linspace(-2, 2, 50)]})
+    )
+    assert profile.columns[0].kind == "numeric"
+    assert "decimal comma" in profile.columns[0].reason
 
 
 def test_build_dataset_encodes_labels_and_drops_missing_target():
