@@ -437,7 +437,7 @@ def _run_keras(
             "capacity check skipped: a Keras Tuner hypermodel has no declared largest configuration"
         )
     elif capacity is not None:
-        report = capacity.report()
+        report = capacity.report(deadline)
         if not report.passed:
             reporter.note(report.describe())
             return (

@@ -29,19 +29,28 @@ REGULARISERS = ("dropout", "l1", "l2", "weight_decay")
 
 @dataclass(frozen=True)
 class CapacityReport:
+    """The check's outcome; `passed` is False only when the network had its epochs and failed."""
+
     passed: bool
     reference_loss: float
     final_loss: float
     epochs: int
     seconds: float
     params: dict[str, Any]
+    nothing_to_learn: bool = False
+    cut_short: bool = False
 
     def describe(self) -> str:
+        if self.nothing_to_learn:
+            return (
+                f"capacity check: nothing to overfit in a {SAMPLE_ROWS}-row sample (rows with the same "
+                f"features have different targets once preprocessed), so it tells nothing; searching anyway ({self.seconds:.1f}s)"
+            )
+        losses = f"training loss {self.final_loss:.3f} vs {self.reference_loss:.3f} for the prior, {self.epochs} epochs, {self.seconds:.1f}s"
+        if self.cut_short:
+            return f"capacity check: cut short by the time limit ({losses})"
         verdict = "can overfit" if self.passed else "cannot overfit"
-        return (
-            f"capacity check: the largest network {verdict} a {SAMPLE_ROWS}-row sample "
-            f"(training loss {self.final_loss:.3f} vs {self.reference_loss:.3f} for the prior, {self.epochs} epochs, {self.seconds:.1f}s)"
-        )
+        return f"capacity check: the largest network {verdict} a {SAMPLE_ROWS}-row sample ({losses})"
 
 
 def largest_params(space: SearchSpace) -> dict[str, Any]:
@@ -81,7 +90,8 @@ def check_capacity(
 ) -> CapacityReport:
     """Train the largest configuration on a sample of the development rows, regularisation off.
 
-    Setting `cancel` ends the training after the current epoch (the report is then moot)."""
+    Setting `cancel` ends the training after the current epoch (the report then says it was
+    cut short, and passes)."""
     keras = import_keras()
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -102,6 +112,10 @@ def check_capacity(
         for g in np.unique(groups)
     )
     params = largest_params(space)
+    if reference - floor < 1e-2:  # nothing learnable in the sample: no capacity question to answer
+        return CapacityReport(
+            True, reference, reference, 0, time.perf_counter() - started, params, nothing_to_learn=True
+        )
     release_keras_memory()
     keras.utils.set_random_seed(seed)
     model = build_mlp(params, X.shape[1], data.task, data.n_classes)
@@ -122,8 +136,12 @@ def check_capacity(
         if losses[-1] <= target or not np.isfinite(losses[-1]) or (cancel and cancel.is_set()):
             break
     final = float(np.nanmin(losses)) if np.isfinite(losses).any() else float("inf")
-    passed = final <= target + 1e-3 or reference - floor < 1e-2  # nothing learnable is no capacity problem
-    return CapacityReport(passed, reference, final, len(losses), time.perf_counter() - started, params)
+    passed = final <= target + 1e-3
+    cut_short = not passed and cancel is not None and cancel.is_set()
+    seconds = time.perf_counter() - started
+    return CapacityReport(
+        passed or cut_short, reference, final, len(losses), seconds, params, cut_short=cut_short
+    )
 
 
 class CapacityCheckInBackground:
@@ -165,10 +183,13 @@ class CapacityCheckInBackground:
         if self._thread is not None:
             self._thread.join()
 
-    def report(self) -> CapacityReport:
-        """The check's report, once it has finished; raises what the check raised."""
+    def report(self, deadline: float | None = None) -> CapacityReport:
+        """The check's report, once it has finished or, at `deadline` (time.monotonic()), been
+        cut short; raises what the check raised."""
         self.start()
-        self._thread.join()
+        self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self.cancel()
         if isinstance(self._outcome, BaseException):
             raise self._outcome
         return self._outcome

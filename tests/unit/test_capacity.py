@@ -62,6 +62,28 @@ def test_a_sample_smaller_than_a_batch_is_one_batch_an_epoch():
     assert SAMPLE_ROWS == 256  # the message's sample size
 
 
+def test_a_sample_whose_features_tell_nothing_apart_is_not_trained_and_does_not_block():
+    # 'code' has more labels than the sample has rows of each: once rare labels are grouped,
+    # every sampled row looks the same, so there is nothing a network could overfit.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"code": [f"c{i % 300}" for i in range(600)], "y": rng.normal(size=600)})
+    report = check_capacity(load_space("mlp_small"), _dev(frame, "regression"), seed=0)
+    assert report.passed and report.nothing_to_learn and report.epochs == 0
+    assert "nothing to overfit" in report.describe() and "can overfit" not in report.describe()
+
+
+def test_a_check_reaching_the_deadline_is_cut_short_and_does_not_block(tmp_path):
+    import time
+
+    from autodl.tuning.capacity import CapacityCheckInBackground
+
+    check = CapacityCheckInBackground(_space_file(tmp_path, 1e-7), _dev(_table(600), "binary"), seed=0)
+    check.start()
+    report = check.report(deadline=time.monotonic() + 1.0)
+    assert report.cut_short and report.passed and report.epochs < 150
+    assert "cut short by the time limit" in report.describe()
+
+
 def test_the_background_check_runs_once_and_hands_over_its_report_or_its_error(monkeypatch):
     import autodl.tuning.capacity as capacity
 
