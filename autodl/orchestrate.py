@@ -29,7 +29,7 @@ from autodl.errors import ConfigError, SearchError, disk_full
 from autodl.events import Reporter
 from autodl.metrics import DEFAULT_METRIC, Metric, resolve_metric, score_all
 from autodl.model import Member, TabularModel
-from autodl.pool import CandidatePool
+from autodl.pool import REFERENCE, CandidatePool
 from autodl.result import CandidateOutcome, SearchResult
 from autodl.spaces.schema import SearchSpace
 from autodl.split import Holdout, holdout_split, make_folds
@@ -164,7 +164,7 @@ def run_search(
             reporter,
             config,
             seconds_left,
-            have_model=lambda: bool(pool.scores),
+            have_model=lambda: pool.has_model,
             before_last=capacity.start if capacity else None,
         )
         if prepared.trials is not None:
@@ -197,7 +197,7 @@ def run_search(
             capacity.cancel()
         runtime.wait_for_keras_import()  # no thread left half-way through an import at exit
 
-    if not pool.scores:  # the dummy alone does not count as a model
+    if not pool.has_model:  # the dummy alone does not count as a model
         tracker.abort("KILLED" if interrupted else "FAILED", "no candidate completed")
         raise SearchError(
             "no candidate (other than the dummy reference) completed its cross-validation"
@@ -333,15 +333,19 @@ def _run_baselines(
 ) -> None:
     """Each baseline's k-fold CV, within the baselines' share of the time limit.
 
-    A baseline that would end well past that share is stopped between folds (a running
-    scikit-learn fit cannot be), unless no model has completed yet: a search always ends with one.
-    `before_last()`, if given, is called before the last baseline's CV starts.
+    A baseline that would end well past that share is stopped between folds, or between the
+    steps of a model that fits in steps (HistGradientBoosting); until a model has completed, the
+    bound is the whole time limit instead of the share. `before_last()`, if given, is called
+    before the last baseline's CV starts.
     """
     if not baselines:
         return
 
     def share_left() -> float:
         return seconds_left() - (1 - BASELINE_SHARE) * config.time_limit
+
+    def limit_left() -> float:
+        return seconds_left()
 
     reporter.phase("baselines", len(baselines), seconds_left())
     for candidate in baselines:
@@ -355,10 +359,24 @@ def _run_baselines(
         if before_last is not None and candidate is baselines[-1]:
             before_last()
         guard = None
-        if config.time_limit and candidate.name != "dummy" and have_model():
-            guard = OverrunGuard(len(prepared.dev.folds), share_left, grace=OVERRUN_GRACE * config.time_limit)
+        if config.time_limit and candidate.name != "dummy":
+            guard = OverrunGuard(
+                len(prepared.dev.folds),
+                *(
+                    (share_left, "the baselines' share of the time limit")
+                    if have_model()
+                    else (limit_left, "the time limit")
+                ),
+                grace=OVERRUN_GRACE * config.time_limit,
+            )
         try:
-            cv = cross_validate(candidate, prepared.dev, prepared.metric, after_fold=guard)
+            cv = cross_validate(
+                candidate,
+                prepared.dev,
+                prepared.metric,
+                after_fold=guard,
+                during_fold=guard.during_fold if guard else None,
+            )
         except BaselineOverrun as stopped:
             record(
                 CandidateOutcome(candidate.name, "baseline", candidate.params, "pruned", str(stopped)), None
@@ -386,23 +404,45 @@ class BaselineOverrun(RuntimeError):
 
 
 class OverrunGuard:
-    """An `after_fold` callback: stops a CV whose remaining folds, at the pace of those done,
-    would end more than `grace` seconds after `share_left()` runs out."""
+    """An `after_fold` callback (and `during_fold`): stops a CV whose remaining work, at the pace
+    so far, would end more than `grace` seconds after `seconds_left()` runs out; `bound` names
+    what runs out."""
 
-    def __init__(self, n_folds: int, share_left, *, grace: float, clock=time.monotonic) -> None:
-        self.n_folds, self.share_left, self.grace, self.clock = n_folds, share_left, grace, clock
-        self.started, self.done = clock(), 0
+    def __init__(self, n_folds: int, seconds_left, bound: str, *, grace: float, clock=time.monotonic) -> None:
+        self.n_folds, self.seconds_left, self.bound, self.grace, self.clock = (
+            n_folds,
+            seconds_left,
+            bound,
+            grace,
+            clock,
+        )
+        self.started = self.fold_started = clock()
+        self.done = 0
 
     def __call__(self, index: int, fold_score: float) -> None:
         self.done += 1
+        self.fold_started = self.clock()
         remaining = self.n_folds - self.done
         if remaining <= 0:
             return
-        projected = (self.clock() - self.started) / self.done * remaining
-        if projected > self.share_left() + self.grace:
+        projected = (self.fold_started - self.started) / self.done * remaining
+        if projected > self.seconds_left() + self.grace:
             raise BaselineOverrun(
                 f"stopped after fold {self.done} of {self.n_folds}: the other {remaining} would take "
-                f"~{projected:.0f} s, past the baselines' share of the time limit"
+                f"~{projected:.0f} s, past {self.bound}"
+            )
+
+    def during_fold(self, share: float | None) -> None:
+        """Inside a fold: `share` of its fit is done (None: unknown, the fit may end any time;
+        then it is stopped only once it is already `grace` seconds past)."""
+        projected = 0.0
+        if share:
+            fold_seconds = (self.clock() - self.fold_started) / share
+            projected = fold_seconds * (1 - share) + fold_seconds * (self.n_folds - self.done - 1)
+        if projected > self.seconds_left() + self.grace:
+            raise BaselineOverrun(
+                f"stopped during fold {self.done + 1} of {self.n_folds}: the rest would take "
+                f"~{projected:.0f} s, past {self.bound}"
             )
 
 
@@ -550,6 +590,7 @@ def _finalize(
         else {pool.best(): 1.0}
     )
     cv_score = metric(dev.y, blend(pool.oof, weights))
+    no_better = set(weights) == {REFERENCE}
     model = TabularModel(
         members=[Member(name, weight, pool.fold_models(name)) for name, weight in weights.items()],
         task=dataset.task.kind,
@@ -567,6 +608,11 @@ def _finalize(
         "final_members": weights,
         "elapsed_seconds": round(time.monotonic() - started, 1),
     }
+    if no_better:
+        decisions["warning"] = (
+            f"no model beat the dummy reference in CV, so the final model is it ({'the class shares' if dataset.task.is_classification else 'the mean'}): "
+            "the features may not predict the target, or the time limit was too short for this table (raise --time-limit)"
+        )
     result = SearchResult(
         task=dataset.task.kind,
         metric=metric.name,

@@ -9,6 +9,7 @@ from autodl.store import RunStore
 from autodl.tuning.cv import CVResult
 
 KEEP_KERAS_MODELS = 8
+REFERENCE = "dummy"  # the baseline that predicts the prior or the mean
 # On more development rows than this, a baseline's fold models live on disk only once written:
 # a million rows' forests take a gigabyte of memory the Keras search needs more.
 IN_MEMORY_ROWS = 200_000
@@ -34,8 +35,6 @@ class CandidatePool:
     def add(self, name: str, family: str, cv: CVResult, *, persist: bool = True) -> None:
         """Keep a candidate; with `persist=False` it is already in the store, and a `cv` without
         models (loaded with `with_models=False`) leaves them there until `fold_models` asks."""
-        if name == "dummy":  # the reference floor, never a useful ensemble member
-            return
         on_disk_only = persist and family == "baseline" and len(cv.oof) > IN_MEMORY_ROWS
         self.scores[name], self.family[name], self.oof[name], self.models[name] = (
             cv.mean,
@@ -57,6 +56,13 @@ class CandidatePool:
         if persist and name not in evicted:
             # scikit-learn models are written while the next candidate fits
             self.store.save_candidate(name, family, cv, background=family == "baseline")
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a candidate other than the dummy reference is kept. The dummy is kept too: a
+        blend may shrink overconfident members toward its prior, and when no model beats it the
+        final model is it, said so."""
+        return any(name != REFERENCE for name in self.scores)
 
     def fold_models(self, name: str) -> list:
         """The candidate's fitted fold models, loaded from the store the first time if needed."""

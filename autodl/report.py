@@ -165,6 +165,8 @@ class RichReporter(Reporter):
             f"[bold]Final model[/]: {result.final_name} ({members})\n  built by {how} (no refit: the fold models are the final model)."
         )
         c.print(f"[bold]CV estimate[/] {result.metric} = {result.cv_score:.4f} (out-of-fold predictions)")
+        if result.decisions.get("warning"):
+            c.print(f"[yellow]Warning: {escape(result.decisions['warning'])}[/]")
         if result.test_scores:
             others = ", ".join(f"{k} {v:.4f}" for k, v in result.test_scores.items() if k != result.metric)
             c.print(

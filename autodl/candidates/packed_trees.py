@@ -1,4 +1,10 @@
-"""HistGradientBoosting whose fitted trees are saved as a few arrays, not three per tree.
+"""HistGradientBoosting as the baselines use it: fitted in steps when watched, saved packed.
+
+Fitting in steps (`fit(..., on_progress=...)`) lets a time guard stop a fit that would run far
+past the time limit: with 100 classes, the defaults' 100 iterations grow 10,000 trees, ~20 s a
+fold on 1,600 rows. The steps are warm starts, so the model is the one a single fit grows.
+
+Saved state: the trees are saved as a few arrays, not three per tree.
 
 A fitted HistGradientBoosting keeps each tree as a `TreePredictor` of three arrays; skops writes
 each array as its own file in the archive, at a fixed cost per file (~0.2 ms, plus the schema
@@ -10,6 +16,8 @@ all trees' nodes in one array and the category bitsets in two, rebuilt into the 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,9 +72,47 @@ class _PackedTreesState:
         super().__setstate__(state)
 
 
-class PackedHistGradientBoostingClassifier(_PackedTreesState, HistGradientBoostingClassifier):
-    """HistGradientBoostingClassifier, saved with its trees packed (see the module docstring)."""
+FIRST_STEP_ITERATIONS = 10
+MIN_STEP_SECONDS = 2.0  # later steps last about as long as all steps before them, at least this
 
 
-class PackedHistGradientBoostingRegressor(_PackedTreesState, HistGradientBoostingRegressor):
-    """HistGradientBoostingRegressor, saved with its trees packed (see the module docstring)."""
+class _FitInSteps:
+    def fit(self, X, y, sample_weight=None, *, on_progress: Callable[[float | None], None] | None = None):
+        """Fit as HistGradientBoosting does; with `on_progress`, in warm-started steps of
+        iterations, calling `on_progress(share)` after each step but the last, where `share` is
+        the part of `max_iter` done (None when early stopping may end the fit sooner). It may
+        raise to stop the fit."""
+        if on_progress is None or self.warm_start:
+            return super().fit(X, y, sample_weight)
+        max_iter = self.max_iter
+        started = time.perf_counter()
+        try:
+            self.warm_start, self.max_iter = True, min(FIRST_STEP_ITERATIONS, max_iter)
+            while True:
+                super().fit(X, y, sample_weight)
+                if self.n_iter_ >= max_iter or self.n_iter_ < self.max_iter or self._stops_early_now():
+                    return self
+                on_progress(None if self.do_early_stopping_ else self.n_iter_ / max_iter)
+                elapsed = time.perf_counter() - started
+                more = max(elapsed, MIN_STEP_SECONDS) / (elapsed / self.n_iter_)
+                self.max_iter = min(max_iter, self.n_iter_ + max(FIRST_STEP_ITERATIONS, int(more)))
+        finally:
+            self.warm_start, self.max_iter = False, max_iter
+
+    def _stops_early_now(self) -> bool:
+        """Whether early stopping ended the last step just as it reached its `max_iter` (the next
+        step would not see it: a single fit would have stopped here)."""
+        if not self.do_early_stopping_:
+            return False
+        scores = self.validation_score_ if self._use_validation_data else self.train_score_
+        return bool(self._should_stop(list(scores)))
+
+
+class PackedHistGradientBoostingClassifier(_FitInSteps, _PackedTreesState, HistGradientBoostingClassifier):
+    """HistGradientBoostingClassifier, fitted in steps when watched and saved with its trees
+    packed (see the module docstring)."""
+
+
+class PackedHistGradientBoostingRegressor(_FitInSteps, _PackedTreesState, HistGradientBoostingRegressor):
+    """HistGradientBoostingRegressor, fitted in steps when watched and saved with its trees
+    packed (see the module docstring)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,15 +120,20 @@ def cross_validate(
     metric: Metric,
     *,
     after_fold: Callable[[int, float], None] | None = None,
+    during_fold: Callable[[float | None], None] | None = None,
 ) -> CVResult:
     """Fit `candidate` on each fold's training rows and score it on the fold's held-out rows.
 
-    `after_fold(i, fold_score)` runs after each fold and may raise to prune.
+    `after_fold(i, fold_score)` runs after each fold and may raise to prune. `during_fold(share)`
+    runs between the steps of a model that fits in steps (`fit(..., on_progress=...)`), with the
+    share of its fit done (None: unknown), and may raise to stop it.
     """
     collected = FoldCollector(data, metric)
     for fold in data.folds:
         pipeline = candidate.make_pipeline(data.profile)
-        pipeline.fit(data.features.iloc[fold.train], data.y[fold.train])
+        watched = during_fold is not None and "on_progress" in inspect.signature(pipeline[-1].fit).parameters
+        progress = {"model__on_progress": during_fold} if watched else {}
+        pipeline.fit(data.features.iloc[fold.train], data.y[fold.train], **progress)
         model = pipeline[-1]
         if getattr(model, "stopped_at_deadline_", False):
             raise DeadlineReached(f"time limit reached during fold {fold.index + 1} of {len(data.folds)}")

@@ -68,3 +68,37 @@ def test_a_file_written_by_dump_skops_is_one_skops_itself_reads(tmp_path):
     ours = sio.load(tmp_path / "ours.skops", trusted=sio.get_untrusted_types(file=tmp_path / "ours.skops"))
     assert npy_members(tmp_path / "ours.skops") == npy_members(tmp_path / "theirs.skops")
     np.testing.assert_array_equal(ours.predict_proba(X), model.predict_proba(X))
+
+
+@pytest.mark.parametrize(
+    ("classes", "early_stopping", "max_iter"),
+    [(4, False, 100), (2, True, 300), (0, True, 300), (0, False, 60)],
+)
+def test_a_fit_in_steps_grows_the_model_a_single_fit_grows(classes, early_stopping, max_iter):
+    X, y = data(classes)
+    cls = PackedHistGradientBoostingClassifier if classes else PackedHistGradientBoostingRegressor
+
+    def make():
+        return cls(max_iter=max_iter, early_stopping=early_stopping, validation_fraction=0.2, random_state=0)
+
+    shares = []
+    single, stepped = make().fit(X, y), make().fit(X, y, on_progress=shares.append)
+    assert stepped.n_iter_ == single.n_iter_
+    predict = "predict_proba" if classes else "predict"
+    np.testing.assert_array_equal(getattr(stepped, predict)(X), getattr(single, predict)(X))
+    assert stepped.get_params() == make().get_params()  # warm_start and max_iter put back
+    if not early_stopping:
+        assert shares and shares[0] == pytest.approx(10 / max_iter)  # the first step is 10 iterations
+    assert all(share is None for share in shares) or not early_stopping
+
+
+def test_a_fit_in_steps_stops_when_its_watcher_raises():
+    X, y = data(4)
+
+    def stop(share):
+        raise TimeoutError("past the limit")
+
+    model = PackedHistGradientBoostingClassifier(max_iter=100, early_stopping=False, random_state=0)
+    with pytest.raises(TimeoutError):
+        model.fit(X, y, on_progress=stop)
+    assert model.n_iter_ == 10 and model.max_iter == 100 and not model.warm_start

@@ -1,4 +1,5 @@
-"""Baselines keep to their share of --time-limit: a slow one is stopped between folds."""
+"""Baselines keep to their share of --time-limit: a slow one is stopped between folds, or
+between the steps of a fit in steps."""
 
 from __future__ import annotations
 
@@ -31,18 +32,41 @@ class FakeClock:
 
 def test_guard_stops_a_cv_whose_remaining_folds_would_end_past_the_share():
     clock = FakeClock()
-    guard = OverrunGuard(5, lambda: 20.0 - clock.now, grace=6.0, clock=clock)
+    guard = OverrunGuard(5, lambda: 20.0 - clock.now, "the share", grace=6.0, clock=clock)
     clock.now = 10.0  # one fold took 10 s: four more would take ~40 s, the share has 10 s (+6) left
-    with pytest.raises(BaselineOverrun, match="stopped after fold 1 of 5: the other 4 would take ~40 s"):
+    with pytest.raises(
+        BaselineOverrun, match="stopped after fold 1 of 5: the other 4 would take ~40 s, past the share"
+    ):
         guard(0, 0.8)
 
 
 def test_guard_lets_a_cv_that_fits_finish():
     clock = FakeClock()
-    guard = OverrunGuard(5, lambda: 30.0 - clock.now, grace=3.0, clock=clock)
+    guard = OverrunGuard(5, lambda: 30.0 - clock.now, "the share", grace=3.0, clock=clock)
     for fold in range(5):  # 6 s per fold: 30 s in all, within the share plus grace at every check
-        clock.now += 6.0
+        clock.now += 3.0
+        guard.during_fold(0.5)
+        clock.now += 3.0
         guard(fold, 0.8)
+
+
+def test_guard_stops_a_fit_in_steps_inside_its_first_fold():
+    # 100 classes: the defaults' first 10 of 100 iterations took 2 s, so a fold takes ~20 s
+    clock = FakeClock()
+    guard = OverrunGuard(5, lambda: 30.0 - clock.now, "the time limit", grace=3.0, clock=clock)
+    clock.now = 2.0
+    with pytest.raises(BaselineOverrun, match="stopped during fold 1 of 5: the rest would take ~98 s"):
+        guard.during_fold(0.1)
+
+
+def test_guard_lets_a_fit_of_unknown_length_run_until_it_is_past_the_bound():
+    clock = FakeClock()
+    guard = OverrunGuard(5, lambda: 10.0 - clock.now, "the share", grace=1.0, clock=clock)
+    clock.now = 10.5
+    guard.during_fold(None)  # early stopping may end it any moment: not past the bound + grace yet
+    clock.now = 11.5
+    with pytest.raises(BaselineOverrun, match="stopped during fold 1 of 5"):
+        guard.during_fold(None)
 
 
 class SlowDummy(DummyClassifier):
@@ -88,15 +112,44 @@ def test_a_slow_baseline_is_stopped_between_folds_once_a_model_exists(prepared):
     assert time.monotonic() - started < 1.5  # not the ~2 s of five folds
 
 
-def test_the_first_model_runs_to_the_end_even_past_the_share(prepared):
-    recorded = run(prepared, [slow("slow")], have_model=False, time_limit=2.0)
+def test_the_first_model_may_use_the_whole_time_limit_past_the_share(prepared):
+    recorded = run(prepared, [slow("slow")], have_model=False, time_limit=2.0)  # five folds: ~2 s
     assert recorded["slow"] == ("complete", "")
 
 
+def test_a_first_model_that_would_end_far_past_the_time_limit_is_stopped(prepared):
+    started = time.monotonic()
+    recorded = run(prepared, [slow("slow")], have_model=False, time_limit=1.0)
+    assert recorded["slow"][0] == "pruned"
+    assert "stopped after fold 1 of 5" in recorded["slow"][1] and "past the time limit" in recorded["slow"][1]
+    assert time.monotonic() - started < 1.0
+
+
+def test_gradient_boosting_with_many_classes_is_stopped_inside_its_first_fold():
+    # 100 classes x 100 iterations = 10,000 trees a fold (~20 s here): stopped between steps
+    from autodl.candidates.baselines import baseline_candidates
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=1600), "y": rng.integers(0, 100, size=1600)})
+    frame["x"] += frame["y"] * 0.05
+    dataset = build_dataset(frame, target="y", task="multiclass", folds=5, test_size=0.0)
+    folds = make_folds(dataset.y, folds=5, repeats=1, stratify=True, seed=0)
+    many = SimpleNamespace(
+        dev=DevData(dataset.features, dataset.y, folds, dataset.profile, "multiclass", 100),
+        metric=resolve_metric("multiclass", None),
+    )
+    hgb = [c for c in baseline_candidates("multiclass", 1600, seed=0) if c.name == "hist_gradient_boosting"]
+    started = time.monotonic()
+    recorded = run(many, hgb, have_model=False, time_limit=4.0)
+    assert recorded["hist_gradient_boosting"][0] == "pruned"
+    assert "stopped during fold 1 of 5" in recorded["hist_gradient_boosting"][1]
+    assert time.monotonic() - started < 8.0
+
+
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
-def test_gradient_boosting_is_the_first_model_so_the_guard_never_stops_it(task):
-    # The first model to complete runs to its end whatever the budget: on data too large for the
-    # time limit that must be the strongest baseline, not the linear one.
+def test_gradient_boosting_is_the_first_model_so_it_may_use_the_whole_time_limit(task):
+    # Until a model completes, the guard's bound is the whole time limit, not the baselines'
+    # share: on data large for the time limit that model should be the strongest baseline.
     from autodl.candidates.baselines import baseline_candidates
 
     names = [c.name for c in baseline_candidates(task, n_rows=1000, seed=0)]
