@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -54,13 +55,9 @@ class MlflowTracker:
     finish_seconds = 4.0
 
     def __init__(self, *, uri: str | None, experiment: str, run_name: str) -> None:
-        import mlflow
-        from mlflow import MlflowClient
-
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        self._uri = resolve_tracking_uri(uri)
-        mlflow.set_tracking_uri(self._uri)
-        self._client = MlflowClient(self._uri)
+        # MLflow is imported and its client made on first use, inside the search's time limit
+        # (~3 s: the import and, on a SQLite store, opening the database).
+        self._requested_uri = uri
         self._experiment = experiment
         self._run_name = run_name
         self._parent: str | None = None
@@ -75,6 +72,19 @@ class MlflowTracker:
     @property
     def run_id(self) -> str | None:
         return self._parent
+
+    @functools.cached_property
+    def _uri(self) -> str:
+        return resolve_tracking_uri(self._requested_uri)
+
+    @functools.cached_property
+    def _client(self):
+        import mlflow
+        from mlflow import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        mlflow.set_tracking_uri(self._uri)
+        return MlflowClient(self._uri)
 
     @property
     def uri(self) -> str:
