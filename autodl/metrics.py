@@ -18,6 +18,10 @@ class Metric:
     name: str
     greater_is_better: bool
     fn: Callable[[np.ndarray, np.ndarray], float]
+    # Scores the predicted values themselves, not only their order or top class: a blend with
+    # the prior (or the mean) can then be better. Under ROC AUC, the dummy's per-fold priors
+    # only shift whole folds against each other in the pooled out-of-fold predictions.
+    scores_values: bool = False
 
     @property
     def direction(self) -> str:
@@ -50,7 +54,7 @@ def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
 
 CLASSIFICATION = {
     "roc_auc": Metric("roc_auc", True, _roc_auc),
-    "log_loss": Metric("log_loss", False, _log_loss),
+    "log_loss": Metric("log_loss", False, _log_loss, scores_values=True),
     "accuracy": Metric("accuracy", True, lambda y, p: skm.accuracy_score(y, _labels(p))),
     "balanced_accuracy": Metric(
         "balanced_accuracy", True, lambda y, p: skm.balanced_accuracy_score(y, _labels(p))
@@ -62,9 +66,9 @@ CLASSIFICATION = {
     ),
 }
 REGRESSION = {
-    "rmse": Metric("rmse", False, lambda y, p: skm.root_mean_squared_error(y, p)),
-    "mae": Metric("mae", False, skm.mean_absolute_error),
-    "r2": Metric("r2", True, skm.r2_score),
+    "rmse": Metric("rmse", False, lambda y, p: skm.root_mean_squared_error(y, p), scores_values=True),
+    "mae": Metric("mae", False, skm.mean_absolute_error, scores_values=True),
+    "r2": Metric("r2", True, skm.r2_score, scores_values=True),
 }
 DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
 SECONDARY = {

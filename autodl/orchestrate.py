@@ -585,7 +585,7 @@ def _finalize(
 ) -> SearchResult:
     dev, metric, dataset = prepared.dev, prepared.metric, prepared.dataset
     weights = (
-        select_ensemble(pool.oof, dev.y, metric, seed=config.seed)
+        select_ensemble(pool.blendable(), dev.y, metric, seed=config.seed)
         if config.final == "ensemble"
         else {pool.best(): 1.0}
     )

@@ -59,10 +59,15 @@ class CandidatePool:
 
     @property
     def has_model(self) -> bool:
-        """Whether a candidate other than the dummy reference is kept. The dummy is kept too: a
-        blend may shrink overconfident members toward its prior, and when no model beats it the
-        final model is it, said so."""
+        """Whether a candidate other than the dummy reference is kept. The dummy is kept too:
+        under a metric that scores values (log loss, RMSE) a blend may shrink overconfident
+        members toward its prior, and when no model beats it the final model is it, said so."""
         return any(name != REFERENCE for name in self.scores)
+
+    def blendable(self) -> dict[str, np.ndarray]:
+        """The out-of-fold predictions the final blend may choose from: the dummy's only under a
+        metric that scores values (see `Metric.scores_values`)."""
+        return {name: oof for name, oof in self.oof.items() if name != REFERENCE or self.metric.scores_values}
 
     def fold_models(self, name: str) -> list:
         """The candidate's fitted fold models, loaded from the store the first time if needed."""

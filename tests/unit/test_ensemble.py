@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from autodl.ensemble import select_ensemble
 from autodl.metrics import Metric, resolve_metric
@@ -46,3 +48,51 @@ def test_on_many_rows_the_blends_are_scored_on_a_stratified_sample():
     assert all(0.01 < rows.mean() < 0.03 for rows in seen)  # the class shares kept
     assert max(weights, key=weights.get) == "model_0"  # the clearly best candidate leads
     assert select_ensemble(oof, y, roc_auc, max_rows=3_000, seed=0) == weights  # seeded: repeatable
+
+
+def test_when_no_model_beats_the_prior_the_final_model_is_the_dummy_and_says_so(tmp_path):
+    from autodl import search
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(200, 6)), columns=list("abcdef"))
+    frame["y"] = rng.choice(["a", "b", "c"], size=200)  # unrelated to the features
+    result = search(
+        frame,
+        target="y",
+        trials=0,
+        folds=2,
+        baselines=("dummy", "linear"),
+        tracking=False,
+        output_dir=tmp_path / "run",
+    )
+    linear = next(o for o in result.outcomes if o.name == "linear")
+    dummy = next(o for o in result.outcomes if o.name == "dummy")
+    assert linear.mean > dummy.mean  # log loss: the linear model is worse than the class shares
+    assert result.final_members == {"dummy": 1.0}
+    assert "no model beat the dummy reference" in result.decisions["warning"]
+
+
+def test_the_pool_offers_the_dummy_to_the_blend_but_it_is_no_model(tmp_path):
+    from autodl.pool import CandidatePool
+    from autodl.store import RunStore
+    from autodl.tuning.cv import CVResult
+
+    pool = CandidatePool(resolve_metric("multiclass", None), RunStore(tmp_path))
+    pool.add("dummy", "baseline", CVResult([0.69], np.full((10, 2), 0.5), [], 0.1), persist=False)
+    assert "dummy" in pool.oof and not pool.has_model
+    pool.add("linear", "baseline", CVResult([0.5], np.full((10, 2), 0.5), [], 0.1), persist=False)
+    assert pool.has_model
+
+
+@pytest.mark.parametrize(("metric", "offered"), [("roc_auc", False), ("log_loss", True)])
+def test_the_dummy_is_offered_to_the_blend_only_under_a_metric_that_scores_values(metric, offered, tmp_path):
+    # Under ROC AUC its per-fold priors would only shift whole folds against each other in the
+    # pooled out-of-fold scores, a gain that cannot carry over to new rows.
+    from autodl.pool import CandidatePool
+    from autodl.store import RunStore
+    from autodl.tuning.cv import CVResult
+
+    pool = CandidatePool(resolve_metric("binary", metric), RunStore(tmp_path))
+    for name in ("dummy", "linear"):
+        pool.add(name, "baseline", CVResult([0.6], np.full((10, 2), 0.5), [], 0.1), persist=False)
+    assert ("dummy" in pool.blendable()) is offered and "linear" in pool.blendable()
