@@ -334,8 +334,9 @@ def _run_baselines(
     """Each baseline's k-fold CV, within the baselines' share of the time limit.
 
     A baseline that would end well past that share is stopped between folds, or between the
-    steps of a model that fits in steps (HistGradientBoosting); until a model has completed, the
-    bound is the whole time limit instead of the share. `before_last()`, if given, is called
+    steps of a model that fits in steps (HistGradientBoosting). Until a model has completed, no
+    baseline is skipped and the bound is twice the time limit instead of the share: a search
+    ends with a model unless none can finish in that time. `before_last()`, if given, is called
     before the last baseline's CV starts.
     """
     if not baselines:
@@ -344,15 +345,16 @@ def _run_baselines(
     def share_left() -> float:
         return seconds_left() - (1 - BASELINE_SHARE) * config.time_limit
 
-    def limit_left() -> float:
-        return seconds_left()
+    def first_model_left() -> float:
+        # A search ends with a model: the first may overrun the limit, by no more than the limit.
+        return seconds_left() + config.time_limit
 
     reporter.phase("baselines", len(baselines), seconds_left())
     for candidate in baselines:
         runtime.check_interrupt()
         left = seconds_left()
         spent = left is not None and config.time_limit and left < (1 - BASELINE_SHARE) * config.time_limit
-        if spent and candidate.name != "dummy":
+        if spent and candidate.name != "dummy" and have_model():
             reason = "skipped: baselines used their share of the time limit"
             record(CandidateOutcome(candidate.name, "baseline", candidate.params, "pruned", reason), None)
             continue
@@ -365,7 +367,7 @@ def _run_baselines(
                 *(
                     (share_left, "the baselines' share of the time limit")
                     if have_model()
-                    else (limit_left, "the time limit")
+                    else (first_model_left, "twice the time limit")
                 ),
                 grace=OVERRUN_GRACE * config.time_limit,
             )
