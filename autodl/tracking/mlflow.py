@@ -37,6 +37,17 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
+# MLflow's hints about a dataset's source and integer columns, silenced for the whole process:
+# the dataset is logged in a background thread, where warnings.catch_warnings() (process-wide
+# state) races with the main thread's own and let the hint reach the terminal.
+MLFLOW_HINTS = (
+    "The specified dataset source can be interpreted in multiple ways",
+    "Hint: Inferred schema contains integer column",
+)
+for _hint in MLFLOW_HINTS:
+    warnings.filterwarnings("ignore", message=_hint, category=UserWarning)
+
+
 class MlflowTracker:
     """Logs through MlflowClient with explicit run ids; metrics are sent in batches.
 
@@ -217,14 +228,11 @@ class MlflowTracker:
     def _log_dataset(self, data: pd.DataFrame, source: str, summary: dict[str, Any]) -> None:
         import mlflow
 
-        try:
-            with warnings.catch_warnings():
-                # "source can be interpreted in multiple ways", and the integer-column schema hint
-                warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(
-                    data, source=source, name=Path(source).name, targets=summary["target"]
-                )
-                entity = dataset._to_mlflow_entity()
+        try:  # runs in the logging thread: MLflow's hints here are silenced by MLFLOW_HINTS
+            dataset = mlflow.data.from_pandas(
+                data, source=source, name=Path(source).name, targets=summary["target"]
+            )
+            entity = dataset._to_mlflow_entity()
             self._client.log_inputs(self._parent, datasets=[mlflow.entities.DatasetInput(entity)])
         except Exception as error:  # the dataset record is an extra; its failure must not stop a search
             self._client.set_tag(self._parent, "autodl.dataset_logging_error", str(error)[:250])
