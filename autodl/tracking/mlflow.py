@@ -37,15 +37,13 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
-# MLflow's hints about a dataset's source and integer columns, silenced for the whole process:
-# the dataset is logged in a background thread, where warnings.catch_warnings() (process-wide
-# state) races with the main thread's own and let the hint reach the terminal.
+# MLflow's hints about a dataset's source and integer columns, silenced for the whole process
+# by each tracker: the dataset is logged in a background thread, where warnings.catch_warnings()
+# (process-wide state) raced with the main thread's own and let the hint reach the terminal.
 MLFLOW_HINTS = (
     "The specified dataset source can be interpreted in multiple ways",
     "Hint: Inferred schema contains integer column",
 )
-for _hint in MLFLOW_HINTS:
-    warnings.filterwarnings("ignore", message=_hint, category=UserWarning)
 
 
 class MlflowTracker:
@@ -69,6 +67,8 @@ class MlflowTracker:
         # MLflow is imported and its client made on first use, inside the search's time limit
         # (~3 s: the import and, on a SQLite store, opening the database).
         self._requested_uri = uri
+        for hint in MLFLOW_HINTS:
+            warnings.filterwarnings("ignore", message=hint, category=UserWarning)
         self._experiment = experiment
         self._run_name = run_name
         self._parent: str | None = None

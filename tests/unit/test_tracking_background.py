@@ -67,3 +67,22 @@ def test_a_failed_logging_call_is_raised_at_the_next_call(tmp_path, monkeypatch)
     run = mlflow.MlflowClient(tracker.uri).get_run(tracker.run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["autodl.stop_reason"] == "the store failed"
+
+
+def test_mlflow_dataset_hints_raised_in_another_thread_stay_off_the_terminal(tmp_path):
+    import warnings
+
+    MlflowTracker(uri=f"sqlite:///{tmp_path / 'm.db'}", experiment="hints", run_name="h")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", append=True)  # after the tracker's filters: they decide
+
+        def hint() -> None:
+            warnings.warn(
+                "Hint: Inferred schema contains integer column(s). Integer columns ...", UserWarning
+            )
+
+        thread = threading.Thread(target=hint)
+        thread.start()
+        thread.join()
+        warnings.warn("an unrelated warning", UserWarning)
+    assert [str(w.message) for w in caught] == ["an unrelated warning"]
