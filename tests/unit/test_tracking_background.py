@@ -78,11 +78,13 @@ def test_mlflow_dataset_hints_raised_in_another_thread_stay_off_the_terminal(tmp
 
         def hint() -> None:
             warnings.warn(
-                "Hint: Inferred schema contains integer column(s). Integer columns ...", UserWarning
+                "Hint: Inferred schema contains integer column(s). Integer columns ...",
+                UserWarning,
+                stacklevel=2,
             )
 
         thread = threading.Thread(target=hint)
         thread.start()
         thread.join()
-        warnings.warn("an unrelated warning", UserWarning)
+        warnings.warn("an unrelated warning", UserWarning, stacklevel=2)
     assert [str(w.message) for w in caught] == ["an unrelated warning"]
