@@ -41,6 +41,7 @@ from autodl.tuning.sources import trial_source
 BASELINE_SHARE = 0.4
 # How far past their share the baselines may run (fraction of the time limit) before one is stopped.
 OVERRUN_GRACE = 0.1
+MIN_PROJECTED_SECONDS = 2.0  # a fit in steps is judged on its pace once it has run this long
 # The final stage builds each Keras member's fold networks from their weights, predicts with
 # them and writes them as .keras files: measured for 3 members x 5 folds on 5k rows, builds and
 # first predictions 0.45 s, the .keras files 4.0 s.
@@ -342,8 +343,13 @@ def _run_baselines(
     if not baselines:
         return
 
+    # The share is of the time left when the baselines start: reading the data and opening the
+    # MLflow store (~5 s) ate a third of a 20 s search's share, and cheap baselines were skipped.
+    left_at_start = seconds_left()
+    kept_for_the_rest = None if left_at_start is None else (1 - BASELINE_SHARE) * left_at_start
+
     def share_left() -> float:
-        return seconds_left() - (1 - BASELINE_SHARE) * config.time_limit
+        return seconds_left() - kept_for_the_rest
 
     def first_model_left() -> float:
         # A search ends with a model: the first may overrun the limit, by no more than the limit.
@@ -353,7 +359,7 @@ def _run_baselines(
     for candidate in baselines:
         runtime.check_interrupt()
         left = seconds_left()
-        spent = left is not None and config.time_limit and left < (1 - BASELINE_SHARE) * config.time_limit
+        spent = left is not None and config.time_limit and left < kept_for_the_rest
         if spent and candidate.name != "dummy" and have_model():
             reason = "skipped: baselines used their share of the time limit"
             record(CandidateOutcome(candidate.name, "baseline", candidate.params, "pruned", reason), None)
@@ -438,8 +444,12 @@ class OverrunGuard:
         """Inside a fold: `share` of its fit is done (None: unknown, the fit may end any time;
         then it is stopped only once it is already `grace` seconds past)."""
         projected = 0.0
-        if share:
-            fold_seconds = (self.clock() - self.fold_started) / share
+        in_fold = self.clock() - self.fold_started
+        # A first step's pace misleads: its fixed costs (binning) and, on the first search of a
+        # process, TensorFlow's import holding the GIL beside it (10 iterations on 25 rows took
+        # 1.6 s, projecting 16 s for a fit of well under one).
+        if share and in_fold >= MIN_PROJECTED_SECONDS:
+            fold_seconds = in_fold / share
             projected = fold_seconds * (1 - share) + fold_seconds * (self.n_folds - self.done - 1)
         if projected > self.seconds_left() + self.grace:
             raise BaselineOverrun(
