@@ -360,14 +360,14 @@ def _run_baselines(
         runtime.check_interrupt()
         left = seconds_left()
         spent = left is not None and config.time_limit and left < kept_for_the_rest
-        if spent and candidate.name != "dummy" and have_model():
+        if spent and candidate.name != REFERENCE and have_model():
             reason = "skipped: baselines used their share of the time limit"
             record(CandidateOutcome(candidate.name, "baseline", candidate.params, "pruned", reason), None)
             continue
         if before_last is not None and candidate is baselines[-1]:
             before_last()
         guard = None
-        if config.time_limit and candidate.name != "dummy":
+        if config.time_limit and candidate.name != REFERENCE:
             guard = OverrunGuard(
                 len(prepared.dev.folds),
                 *(
@@ -417,13 +417,8 @@ class OverrunGuard:
     what runs out."""
 
     def __init__(self, n_folds: int, seconds_left, bound: str, *, grace: float, clock=time.monotonic) -> None:
-        self.n_folds, self.seconds_left, self.bound, self.grace, self.clock = (
-            n_folds,
-            seconds_left,
-            bound,
-            grace,
-            clock,
-        )
+        self.n_folds, self.seconds_left, self.bound = n_folds, seconds_left, bound
+        self.grace, self.clock = grace, clock
         self.started = self.fold_started = clock()
         self.done = 0
 
