@@ -62,15 +62,15 @@ _background_import: threading.Thread | None = None
 
 
 def start_keras_import() -> None:
-    """Import Keras (and TensorFlow, ~5-8 s on two cores) in a background thread.
+    """Import Keras (and TensorFlow, ~7 s on two cores) in a background thread.
 
-    A search starts it before its baselines instead of in front of the first Keras work. The
-    overlap is partial: loading TensorFlow's native library holds the GIL for seconds, which
-    stalls the baselines' fits meanwhile (a 0.9 s HistGradientBoosting fit took 6.8 s beside
-    it); measured on the first search of a process it still saved 3-7 s. File descriptor
-    2 is not silenced here: that would swallow the other threads' messages meanwhile;
-    TF_CPP_MIN_LOG_LEVEL (set by `configure`) keeps TensorFlow quiet. A failed import is left
-    for `import_keras` to repeat and raise where it is needed.
+    A search starts it beside its last baseline instead of in front of the first Keras work.
+    The import holds the GIL for most of its time, so only work that runs without the GIL
+    (libsvm, forests' tree building) overlaps it; beside HistGradientBoosting, whose boosting
+    loop is Python, both ran one after the other. File descriptor 2 is not silenced here:
+    that would swallow the other threads' messages meanwhile; TF_CPP_MIN_LOG_LEVEL (set by
+    `configure`) keeps TensorFlow quiet. A failed import is left for `import_keras` to repeat
+    and raise where it is needed.
     """
     global _background_import
     if "keras" in sys.modules or _background_import is not None:

@@ -8,6 +8,7 @@ would only burn the budget.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 
 from autodl.candidates.builders import build_mlp, build_optimizer, loss_for
 from autodl.preprocess import build_preprocessor
-from autodl.runtime import import_keras, release_keras_memory
+from autodl.runtime import import_keras, release_keras_memory, start_keras_import, wait_for_keras_import
 from autodl.spaces.schema import SearchSpace
 from autodl.tuning.cv import DevData
 
@@ -149,9 +150,10 @@ class CapacityCheckInBackground:
 
     The check (~2-3 s, mostly tracing the largest network's training step) would otherwise
     run alone between the baselines and the trials. The last baseline is usually the SVM,
-    which fits on one core, so the check mostly runs on the other (beside a forest on a
-    large table, it shares the cores for those seconds). It only starts from `start()`, and
-    `report()` starts it if nothing did (e.g. the last baseline was skipped).
+    which fits on one core without the GIL, so the check (and the Keras import in front of it)
+    mostly runs on the other (beside a forest on a large table, it shares the cores for those
+    seconds). It only starts from `start()`, and `report()` starts it if nothing did (e.g. the
+    last baseline was skipped).
     """
 
     def __init__(self, space: SearchSpace, data: DevData, *, seed: int) -> None:
@@ -163,16 +165,17 @@ class CapacityCheckInBackground:
     def start(self) -> None:
         if self._thread is not None:
             return
-        # Keras is ready before the thread starts: this waits for the search's background
-        # import, or imports it here, where silencing file descriptor 2 (import_keras does,
-        # process-wide) cannot swallow the check's own messages.
-        import_keras()
+        # The thread waits for this import instead of making its own: import_keras silences
+        # file descriptor 2 process-wide, which from a thread would swallow the search's messages.
+        start_keras_import()
         self._thread = threading.Thread(target=self._target, name="autodl-capacity", daemon=True)
         self._thread.start()
 
     def _target(self) -> None:
         try:
-            self._outcome = self._run()
+            wait_for_keras_import()
+            if "keras" in sys.modules:  # else report() repeats the failed import, to raise its error
+                self._outcome = self._run()
         except BaseException as error:  # handed to the search's thread by report()
             self._outcome = error
 
@@ -190,6 +193,9 @@ class CapacityCheckInBackground:
         self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             self.cancel()
+        if self._outcome is None:  # the background import failed
+            import_keras()
+            self._outcome = self._run()
         if isinstance(self._outcome, BaseException):
             raise self._outcome
         return self._outcome

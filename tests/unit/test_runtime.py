@@ -30,7 +30,7 @@ def test_frozen_block_still_collects_what_dies_inside_it_and_unfreezes():
 
 
 def test_keras_imported_in_the_background_is_whole_when_asked_for_and_prints_nothing():
-    """A search imports Keras beside its baselines; import_keras() must wait for that import
+    """A search imports Keras beside its last baseline; import_keras() must wait for that import
     (a half-imported module sits in sys.modules meanwhile), and TensorFlow must stay quiet on the
     terminal without the fd-2 silencing the foreground import uses."""
     import os
