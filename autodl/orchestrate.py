@@ -249,11 +249,13 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         if config.metric
         else f"the default for {dataset.task.kind} tasks (AutoML Benchmark)"
     )
-    baselines = select_baselines(
-        baseline_candidates(dataset.task.kind, dataset.n_rows, config.seed), config.baselines
-    )
     stratify = dataset.task.is_classification
     holdout = holdout_split(dataset.y, test_size=config.test_size, stratify=stratify, seed=config.seed)
+    nonnegative = dataset.task.kind == "regression" and bool(np.all(dataset.y[holdout.dev] >= 0))
+    baselines = select_baselines(
+        baseline_candidates(dataset.task.kind, dataset.n_rows, config.seed, nonnegative_target=nonnegative),
+        config.baselines,
+    )
     folds = make_folds(
         dataset.y[holdout.dev],
         folds=config.folds,

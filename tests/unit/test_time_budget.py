@@ -168,6 +168,18 @@ def test_the_first_model_is_gradient_boosting_on_large_tables_and_linear_on_smal
     assert small[:3] == ["dummy", "linear", "hist_gradient_boosting"]  # well under a second there
 
 
+def test_a_never_negative_regression_target_adds_a_poisson_gradient_boosting():
+    from autodl.candidates.baselines import baseline_candidates
+
+    def names(task, nonnegative):
+        return [c.name for c in baseline_candidates(task, 1000, seed=0, nonnegative_target=nonnegative)]
+
+    counts = names("regression", True)
+    assert counts.index("hist_gradient_boosting_poisson") == counts.index("hist_gradient_boosting_tuned") + 1
+    assert "hist_gradient_boosting_poisson" not in names("regression", False)
+    assert "hist_gradient_boosting_poisson" not in names("binary", True)
+
+
 def test_test_scoring_time_is_projected_from_the_slowest_out_of_fold_predictions(tmp_path):
     """Each fold model predicts every test row; out of fold it predicted 1/k of the development
     rows. Three slowest candidates stand for the members the final model has not chosen yet."""
