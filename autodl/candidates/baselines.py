@@ -159,12 +159,25 @@ def baseline_candidates(
     return candidates
 
 
+# Baselines offered only on some data, and why (for the error when one is asked for elsewhere)
+OFFERED_ONLY = {
+    "svm": f"it is offered on up to {SVM_MAX_ROWS:,} rows",
+    "hist_gradient_boosting_poisson": "it is offered only for regression targets that are never negative",
+}
+
+
 def select_baselines(candidates: list[Candidate], names: tuple[str, ...] | None) -> list[Candidate]:
-    """Keep the named baselines (all when `names` is None); ConfigError for an unknown name."""
+    """Keep the named baselines (all when `names` is None); ConfigError for an unknown name, or
+    for one this data does not get."""
     if names is None:
         return candidates
     known = [c.name for c in candidates]
     for name in names:
+        if name in OFFERED_ONLY and name not in known:
+            raise ConfigError(
+                f"baseline {name!r} does not suit this data: {OFFERED_ONLY[name]}",
+                f"choose from {', '.join(known)}, or pass --baselines none",
+            )
         if name not in known:
             raise ConfigError(
                 f"unknown baseline {name!r}{did_you_mean(name, known)}",

@@ -180,6 +180,19 @@ def test_a_never_negative_regression_target_adds_a_poisson_gradient_boosting():
     assert "hist_gradient_boosting_poisson" not in names("binary", True)
 
 
+def test_asking_for_a_baseline_this_data_does_not_get_says_why():
+    from autodl.candidates.baselines import baseline_candidates, select_baselines
+    from autodl.errors import ConfigError
+
+    candidates = baseline_candidates("binary", 1000, seed=0)
+    with pytest.raises(ConfigError, match="only for regression targets that are never negative"):
+        select_baselines(candidates, ("linear", "hist_gradient_boosting_poisson"))
+    with pytest.raises(ConfigError, match="on up to 5,000 rows"):
+        select_baselines(baseline_candidates("binary", 50_000, seed=0), ("svm",))
+    with pytest.raises(ConfigError, match="unknown baseline 'lineer'.*'linear'"):
+        select_baselines(candidates, ("lineer",))
+
+
 def test_test_scoring_time_is_projected_from_the_slowest_out_of_fold_predictions(tmp_path):
     """Each fold model predicts every test row; out of fold it predicted 1/k of the development
     rows. Three slowest candidates stand for the members the final model has not chosen yet."""
