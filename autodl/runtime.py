@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,30 +34,69 @@ def configure(threads: int = 1) -> None:
 
 
 def import_keras():
-    """Import Keras (TensorFlow backend) with the C++ start-up banner kept off the terminal.
-
-    TensorFlow's native libraries print absl/oneDNN notices straight to file descriptor 2 while
-    loading, before TF_CPP_MIN_LOG_LEVEL applies; Python errors still surface as exceptions.
-    """
+    """Import Keras (TensorFlow backend) with TensorFlow's start-up notices kept off the terminal
+    (see `native_notices_filtered`)."""
     wait_for_keras_import()  # a background import leaves a half-made module in sys.modules
     if "keras" in sys.modules:
         return sys.modules["keras"]
     configure()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import keras
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with native_notices_filtered():
+        import keras
     # Every trial is a new model with its own traced functions, so TensorFlow's "frequent
     # retracing" warning fires during any search while pointing at nothing to fix.
     import logging
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return keras
+
+
+# TensorFlow's native log lines: severity letter, date, time (before absl is set up: 00:00:<epoch
+# seconds>), thread, file:line]
+NATIVE_NOTICE = re.compile(rb"^([IWEF])\d{4} [\d:.]+ +\d+ [^ \]]+:\d+\] ")
+NATIVE_PREAMBLE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+NATIVE_LEVELS = {b"I": 0, b"W": 1, b"E": 2, b"F": 3}
+
+
+@contextmanager
+def native_notices_filtered() -> Iterator[None]:
+    """Hold file descriptor 2 while TensorFlow loads, then pass on all but its quietened notices.
+
+    TensorFlow 2.21's native code logs some notices before absl's logging is set up, where
+    TF_CPP_MIN_LOG_LEVEL does not apply yet: on CPUs where oneDNN is on by default (AVX-512
+    VNNI and newer) every import printed "oneDNN custom operations are on" twice, with absl's
+    preamble. Lines of a severity below TF_CPP_MIN_LOG_LEVEL (and the preamble) are dropped,
+    as TensorFlow would drop them later; everything else written to stderr meanwhile, by any
+    thread, is written out when the block ends.
+    """
+    try:
+        quiet_below = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        quiet_below = 0
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [
+                line for line in held.read().splitlines(keepends=True) if not _quietened(line, quiet_below)
+            ]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
+def _quietened(line: bytes, quiet_below: int) -> bool:
+    if quiet_below < 1:
+        return False
+    if line.rstrip(b"\r\n") == NATIVE_PREAMBLE:
+        return True
+    notice = NATIVE_NOTICE.match(line)
+    return notice is not None and NATIVE_LEVELS[notice.group(1)] < quiet_below
 
 
 _background_import: threading.Thread | None = None
@@ -67,10 +108,9 @@ def start_keras_import() -> None:
     A search starts it beside its last baseline instead of in front of the first Keras work.
     The import holds the GIL for most of its time, so only work that runs without the GIL
     (libsvm, forests' tree building) overlaps it; beside HistGradientBoosting, whose boosting
-    loop is Python, both ran one after the other. File descriptor 2 is not silenced here:
-    that would swallow the other threads' messages meanwhile; TF_CPP_MIN_LOG_LEVEL (set by
-    `configure`) keeps TensorFlow quiet. A failed import is left for `import_keras` to repeat
-    and raise where it is needed.
+    loop is Python, both ran one after the other. What other threads write to stderr
+    meanwhile is held back until the import ends, not lost (see `native_notices_filtered`).
+    A failed import is left for `import_keras` to repeat and raise where it is needed.
     """
     global _background_import
     if "keras" in sys.modules or _background_import is not None:
@@ -79,7 +119,8 @@ def start_keras_import() -> None:
 
     def load() -> None:
         try:
-            import keras  # noqa: F401
+            with native_notices_filtered():
+                import keras  # noqa: F401
 
             logging.getLogger("tensorflow").setLevel(logging.ERROR)  # as import_keras does
         except Exception:  # import_keras repeats the import, and raises, where Keras is needed

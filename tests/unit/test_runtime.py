@@ -55,3 +55,39 @@ def test_keras_imported_in_the_background_is_whole_when_asked_for_and_prints_not
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "8"
     assert done.stderr == ""
+
+
+def test_native_notices_below_the_log_level_are_dropped_and_other_stderr_is_passed_on():
+    """TensorFlow logs some notices before TF_CPP_MIN_LOG_LEVEL applies; while it loads, stderr
+    is held and filtered, and what other threads write meanwhile must still reach the terminal."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys, threading\n"
+        "from autodl.runtime import native_notices_filtered\n"
+        "with native_notices_filtered():\n"
+        "    os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
+        "    os.write(2, b'I0000 00:00:1796248379.291810    4850 port.cc:153] oneDNN custom operations are on.\\n')\n"
+        "    os.write(2, b'W1127 10:02:03.000001    4850 loader.cc:9] a warning\\n')\n"
+        "    os.write(2, b'E0000 00:00:1796248379.291810    4850 loader.cc:12] an error\\n')\n"
+        "    thread = threading.Thread(target=lambda: print('from another thread', file=sys.stderr))\n"
+        "    thread.start(); thread.join()\n"
+        "print('done', file=sys.stderr)\n"
+    )
+
+    def stderr_with_level(level: str) -> str:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": level}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert stderr_with_level("2").splitlines() == [
+        "E0000 00:00:1796248379.291810    4850 loader.cc:12] an error",
+        "from another thread",
+        "done",
+    ]
+    assert len(stderr_with_level("0").splitlines()) == 6  # the user asked for everything
