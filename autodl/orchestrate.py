@@ -42,11 +42,11 @@ BASELINE_SHARE = 0.4
 # How far past their share the baselines may run (fraction of the time limit) before one is stopped.
 OVERRUN_GRACE = 0.1
 MIN_PROJECTED_SECONDS = 2.0  # a fit in steps is judged on its pace once it has run this long
-# The final stage builds each Keras member's fold networks from their weights, predicts with
-# them and writes them as .keras files: measured for 3 members x 5 folds on 5k rows, builds and
-# first predictions 0.45 s, the .keras files 4.0 s.
-KERAS_NETWORK_SECONDS = 0.3
-RESERVED_KERAS_MEMBERS = 3  # ensembles of this project's benchmarks held 0-3 Keras trials
+# The final stage builds each Keras member's fold networks from their weights and writes them as
+# .keras files: measured (benchmarks/RESULTS.md) at most 0.2 s a network with its test
+# predictions, 0.11 s for 20 networks of 128-512 units on 50k rows.
+KERAS_NETWORK_SECONDS = 0.15
+MAX_KERAS_MEMBERS = 3  # ensembles of this project's benchmarks held 0-3 Keras trials
 # A small search stores a few MiB; forests and fold models on 100k+ rows reach hundreds.
 MIN_FREE_DISK = 256 * 2**20
 RESUME_KEYS = ("target", "task", "metric", "test_size", "folds", "repeats", "seed", "space", "drop_columns")
@@ -184,7 +184,7 @@ def run_search(
                 reserve = deadline - keras_deadline()
                 if reserve >= 1:
                     reporter.info(
-                        f"{reserve:.0f} s of the time limit set aside for the final model and its logging"
+                        f"up to {reserve:.0f} s of the time limit set aside for the final model and its logging"
                     )
             stop_reason = _run_keras(
                 config, prepared, record, adopt, reporter, output_dir, keras_deadline, done, capacity
@@ -310,25 +310,38 @@ def _check_resume(config: SearchConfig, store: RunStore, prepared: Prepared) -> 
 
 
 def _final_stage_reserve(
-    config: SearchConfig, prepared: Prepared, pool: CandidatePool, tracker: Tracker
+    config: SearchConfig, prepared: Prepared, pool: CandidatePool, tracker: Tracker, keras_members: int
 ) -> float:
     """Seconds the final stage will take, out of the time limit: scoring the test rows (from the
-    kept candidates' measured prediction times), building and writing the fold networks of up
-    to RESERVED_KERAS_MEMBERS Keras members (kept as weights until then), and the tracker's
-    logging of the finished search.
+    kept candidates' measured prediction times), building and writing the fold networks of
+    `keras_members` Keras members (kept as weights until then), and the tracker's logging of the
+    finished search.
 
     The Keras search ends this much before the limit, so that the whole search ends within it.
     """
     scoring = pool.test_scoring_seconds(len(prepared.holdout.dev), len(prepared.holdout.test), config.folds)
-    networks = RESERVED_KERAS_MEMBERS * config.folds * config.repeats * KERAS_NETWORK_SECONDS
+    networks = keras_members * config.folds * config.repeats * KERAS_NETWORK_SECONDS
     return scoring + networks + tracker.finish_seconds
 
 
 def _keras_deadline(
-    deadline: float, config: SearchConfig, prepared: Prepared, pool: CandidatePool, tracker: Tracker
+    deadline: float,
+    config: SearchConfig,
+    prepared: Prepared,
+    pool: CandidatePool,
+    tracker: Tracker,
+    *,
+    in_flight: int | None = None,
 ) -> float:
-    """The time limit's deadline less the final stage's projected time, as measured so far."""
-    return deadline - _final_stage_reserve(config, prepared, pool, tracker)
+    """The time limit's deadline less the final stage's projected time, as measured so far.
+
+    The final model can only hold the Keras trials kept so far and those still running (the
+    deadline stops them, and a stopped trial may still complete): `in_flight` of them. None
+    reserves room for the most members an ensemble takes, for processes that keep the deadline
+    they start with while trials complete elsewhere.
+    """
+    members = MAX_KERAS_MEMBERS if in_flight is None else min(MAX_KERAS_MEMBERS, pool.kept_keras + in_flight)
+    return deadline - _final_stage_reserve(config, prepared, pool, tracker, members)
 
 
 def _best(outcomes: list[CandidateOutcome], metric: Metric) -> CandidateOutcome | None:
@@ -480,9 +493,9 @@ def _run_keras(
 
     `record` takes the main process's finished trials; `adopt` those the workers finished.
     After `config.trials_per_process` trials, fresh worker processes carry the search on.
-    `keras_deadline()` (None: no time limit) is re-read after each trial: a finished trial's
-    measured prediction time can move it earlier, since the final model may have to score
-    the test rows with that trial's networks.
+    `keras_deadline(in_flight=...)` (None: no time limit) is re-read after each trial: a finished
+    trial can move it earlier, since the final model may have to build that trial's networks
+    and score the test rows with them (at their measured prediction time).
     """
     from autodl.tuning.engine import HANDOVER, Budget, enqueue_warm_start, open_study, run_keras_search
     from autodl.tuning.workers import WorkerPayload, Workers
@@ -528,14 +541,16 @@ def _run_keras(
     for index in range(1, config.workers):
         workers.start(payload(index))
 
-    budget = Budget(config.trials, deadline)
+    # This process's trials stop at a deadline that leaves room for the Keras members it can have;
+    # other processes keep `deadline`, which leaves room for the most an ensemble takes.
+    budget = Budget(config.trials, None if deadline is None else keras_deadline(in_flight=config.workers))
 
     def on_outcome(outcome: CandidateOutcome, cv: CVResult | None) -> None:
         record(outcome, cv)
         for found in workers.poll():
             adopt(found)
-        if keras_deadline is not None:  # never later: workers keep the deadline they started with
-            budget.deadline = min(budget.deadline, keras_deadline())
+        if keras_deadline is not None:  # never later: a trial kept may be one more final member
+            budget.deadline = min(budget.deadline, keras_deadline(in_flight=config.workers))
 
     try:
         reason = run_keras_search(

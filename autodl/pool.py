@@ -64,6 +64,11 @@ class CandidatePool:
         members toward its prior, and when no model beats it the final model is it, said so."""
         return any(name != REFERENCE for name in self.scores)
 
+    @property
+    def kept_keras(self) -> int:
+        """How many Keras trials are kept: the most the final model can hold."""
+        return sum(1 for family in self.family.values() if family == "keras")
+
     def blendable(self) -> dict[str, np.ndarray]:
         """The out-of-fold predictions the final blend may choose from: the dummy's only under a
         metric that scores values (see `Metric.scores_values`)."""

@@ -301,6 +301,32 @@ def test_training_stops_early_enough_for_what_follows_it(after_training, stops):
     assert stopper.hit is stops
 
 
+def test_the_final_stage_is_given_time_for_the_keras_members_the_final_model_can_hold():
+    """The Keras search ends early enough to build the fold networks of the Keras trials kept so
+    far plus the one still running (at most MAX_KERAS_MEMBERS): a search with none kept yet does
+    not give up time for three. A process keeping the deadline it starts with (workers) leaves
+    room for the most."""
+    from autodl.orchestrate import KERAS_NETWORK_SECONDS, MAX_KERAS_MEMBERS, _keras_deadline
+    from autodl.tracking.base import NullTracker
+
+    pool = SimpleNamespace(kept_keras=0, test_scoring_seconds=lambda *args, **kwargs: 0.0)
+    prepared = SimpleNamespace(holdout=SimpleNamespace(dev=np.arange(100), test=np.arange(20)))
+    config = SearchConfig(target="y", folds=5, repeats=2)
+
+    def reserve(**kwargs) -> float:
+        return 100.0 - _keras_deadline(100.0, config, prepared, pool, NullTracker(), **kwargs)
+
+    member = 5 * 2 * KERAS_NETWORK_SECONDS
+    assert reserve(in_flight=1) == pytest.approx(member)
+    pool.kept_keras = 1
+    assert reserve(in_flight=1) == pytest.approx(2 * member)
+    assert reserve(in_flight=2) == pytest.approx(3 * member)
+    pool.kept_keras = 7
+    assert reserve(in_flight=1) == pytest.approx(MAX_KERAS_MEMBERS * member)
+    pool.kept_keras = 0
+    assert reserve() == pytest.approx(MAX_KERAS_MEMBERS * member)
+
+
 def test_a_trial_whose_test_scoring_would_not_fit_moves_the_keras_deadline_earlier(monkeypatch, tmp_path):
     """The final model may score the test rows with a finished trial's networks: once that
     projected cost is known, the Keras search ends early enough for it."""
