@@ -1,0 +1,46 @@
+"""What the terminal shows of a search."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from autodl.report import leaderboard_table
+from autodl.result import CandidateOutcome, SearchResult
+
+
+def _result(names: list[str]) -> SearchResult:
+    outcomes = [
+        CandidateOutcome(
+            name, "baseline", {}, "complete", fold_scores=[0.8 + i / 100] * 5, fit_seconds=12.345
+        )
+        for i, name in enumerate(names)
+    ]
+    return SearchResult(
+        task="multiclass",
+        metric="log_loss",
+        greater_is_better=False,
+        outcomes=outcomes,
+        final_name=names[0],
+        final_members={names[0]: 1.0},
+        cv_score=0.8,
+        test_scores={},
+        output_dir=None,
+        model_dir=None,
+        decisions={},
+    )
+
+
+def test_the_leaderboard_shows_every_candidate_name_whole_in_an_80_column_terminal():
+    """The HGB baselines differ only after 22 characters: a cut name would hide which is which."""
+    names = [
+        "hist_gradient_boosting_poisson",
+        "hist_gradient_boosting_tuned",
+        "hist_gradient_boosting",
+        "keras_trial_12",
+    ]
+    console = Console(width=80, record=True)
+    console.print(leaderboard_table(_result(names)))
+    shown = console.export_text()
+    assert all(name in shown for name in names)
+    assert "0.8000" in shown and "12.3" in shown  # the score and the fit seconds, whole
+    assert max(len(line) for line in shown.splitlines()) <= 80
