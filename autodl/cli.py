@@ -371,8 +371,15 @@ def runs(
     if not found:
         console.print(f"No autodl searches in {redact(uri)} yet (run autodl search first).")
         return
-    console.print(searches_table(found, f"autodl searches in {redact(uri)} (newest first)"))
+    table, narrow = searches_table(found, f"autodl searches in {redact(uri)} (newest first)", console.width)
+    console.print(table)
     console.print("Open one: autodl ui, or load its model with the run's autodl.model_uri tag.")
+    if narrow:
+        console.print("Task and run id columns left out to fit; widen the terminal to see them.")
+    newest = next((s for s in found if s.model_uri), None)
+    if newest is not None:
+        store = f" --tracking-uri {redact(tracking_uri)}" if tracking_uri else ""
+        console.print(f"Newest model: autodl predict {newest.model_uri} DATA.csv{store}", soft_wrap=True)
 
 
 app.command("runs")(runs)

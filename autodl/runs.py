@@ -105,32 +105,57 @@ def _final(tags: dict[str, str]) -> str:
     return f"{name} of {len(members)}" if name == "ensemble" and members else name
 
 
-def searches_table(searches: list[PastSearch], title: str):
-    """A rich Table of the searches, one row each."""
+def searches_table(searches: list[PastSearch], title: str, width: int):
+    """A rich Table of the searches, one row each, and whether it is the narrow one: where the
+    full table (a run id is 32 characters) does not fit `width`, the task and run id columns
+    are left out and the start time loses its year."""
+    from rich.console import Console
+
+    table = _searches_table(searches, title, narrow=False)
+    if Console(width=10_000).measure(table).maximum <= width:
+        return table, False
+    return _searches_table(searches, title, narrow=True), True
+
+
+def _searches_table(searches: list[PastSearch], title: str, *, narrow: bool):
+    from rich import box
     from rich.table import Table
 
     several = len({s.experiment for s in searches}) > 1
-    table = Table(title=title, title_justify="left")
-    columns = ["started", "run", *(["experiment"] if several else []), "task", "metric"]
-    columns += ["CV score", "test score", "final model", "status", "run id"]
+    cells = {
+        "started": lambda s: (
+            s.started.strftime("%m-%d %H:%M" if narrow else "%Y-%m-%d %H:%M") if s.started else ""
+        ),
+        "run": lambda s: s.run_name,
+        "experiment": lambda s: s.experiment,
+        "task": lambda s: s.task,
+        "metric": lambda s: s.metric,
+        "CV": lambda s: _number(s.cv_score),
+        "test": lambda s: _number(s.test_score),
+        "final model": lambda s: s.final_model,
+        "status": lambda s: f"[{STATUS_COLORS.get(s.status, 'white')}]{s.state}[/]",
+        "run id": lambda s: s.run_id,
+    }
+    left_out = {"task", "run id"} if narrow else set()
+    if not several:
+        left_out.add("experiment")
+    columns = [column for column in cells if column not in left_out]
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
     for column in columns:
-        table.add_column(column, justify="right" if "score" in column else "left")
-    colors = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}
-    for s in searches:
-        color = colors.get(s.status, "white")
-        table.add_row(
-            s.started.strftime("%Y-%m-%d %H:%M") if s.started else "",
-            s.run_name,
-            *([s.experiment] if several else []),
-            s.task,
-            s.metric,
-            _number(s.cv_score),
-            _number(s.test_score),
-            s.final_model,
-            f"[{color}]{s.state}[/]",
-            s.run_id,
+        table.add_column(
+            column,
+            justify="right" if column in ("CV", "test") else "left",
+            no_wrap=column in ("started", "run", "CV", "test", "run id"),
+            min_width=8 if column in ("metric", "final model", "status") else None,
         )
+    for search in searches:
+        table.add_row(*[cells[column](search) for column in columns])
     return table
+
+
+STATUS_COLORS = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}
 
 
 def _number(value: float | None) -> str:

@@ -44,3 +44,33 @@ def test_the_leaderboard_shows_every_candidate_name_whole_in_an_80_column_termin
     assert all(name in shown for name in names)
     assert "0.8000" in shown and "12.3" in shown  # the score and the fit seconds, whole
     assert max(len(line) for line in shown.splitlines()) <= 80
+
+
+def test_past_searches_show_whole_run_ids_when_they_fit_and_a_narrow_table_keeps_names_and_scores_whole():
+    from datetime import datetime
+
+    from autodl.runs import PastSearch, searches_table
+
+    run_id = "687814de6d2b4b92a8a6cf6b20a70fc1"
+    search = PastSearch(
+        run_id=run_id,
+        run_name="titanic-60s",
+        experiment="autodl",
+        started=datetime(2026, 12, 3, 6, 22),
+        status="FINISHED",
+        task="binary",
+        metric="roc_auc",
+        cv_score=0.881,
+        test_score=0.8325,
+        final_model="ensemble of 4",
+        interrupted=False,
+        model_uri="models:/m-fdd3",
+    )
+    for width, cut in ((200, False), (80, True)):
+        table, shortened = searches_table([search], "searches", width)
+        console = Console(width=width, record=True)
+        console.print(table)
+        shown = console.export_text()
+        assert shortened is cut and (run_id in shown) is not cut
+        assert all(whole in shown for whole in ("titanic-60s", "roc_auc", "0.8810", "0.8325", "FINISHED"))
+        assert "ensemble" in shown and max(len(line) for line in shown.splitlines()) <= width
