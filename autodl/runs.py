@@ -105,6 +105,9 @@ def _final(tags: dict[str, str]) -> str:
     return f"{name} of {len(members)}" if name == "ensemble" and members else name
 
 
+STATUS_COLORS = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}
+
+
 def searches_table(searches: list[PastSearch], title: str, width: int):
     """A rich Table of the searches, one row each, and whether it is the narrow one: where the
     full table (a run id is 32 characters) does not fit `width`, the task and run id columns
@@ -153,9 +156,6 @@ def _searches_table(searches: list[PastSearch], title: str, *, narrow: bool):
     for search in searches:
         table.add_row(*[cells[column](search) for column in columns])
     return table
-
-
-STATUS_COLORS = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}
 
 
 def _number(value: float | None) -> str:
