@@ -111,10 +111,9 @@ def run_search(
         source=prepared.source,
         resume_run_id=(previous or {}).get("mlflow_run_id"),
     )
-    manifest = {"config": config.as_dict(), "fingerprint": _fingerprint(prepared)}
-    # The parent run is created in the background (see MlflowTracker.start): its id is stored
-    # once known, after the baselines, so that --resume continues it.
-    store.write_manifest({**manifest, "mlflow_run_id": (previous or {}).get("mlflow_run_id")})
+    store.write_manifest(
+        {"config": config.as_dict(), "fingerprint": _fingerprint(prepared), "mlflow_run_id": tracker.run_id}
+    )
 
     pool = CandidatePool(prepared.metric, store)
     outcomes: list[CandidateOutcome] = []
@@ -178,7 +177,6 @@ def run_search(
             have_model=lambda: pool.has_model,
             before_last=keras_head_start,
         )
-        store.write_manifest({**manifest, "mlflow_run_id": tracker.run_id})
         if prepared.trials is not None:
             keras_deadline = None
             if deadline is not None:

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -31,10 +30,10 @@ STATUS = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
 
 def resolve_tracking_uri(uri: str | None) -> str:
     """`uri`, else MLFLOW_TRACKING_URI, else MLflow's own default (a local SQLite file)."""
-    if uri:
-        return uri
     import mlflow
 
+    if uri:
+        return uri
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
@@ -80,13 +79,9 @@ class MlflowTracker:
         self._open = False
         self._queue: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
-        self._starting: Future | None = None  # the parent run's creation, in the background
 
     @property
     def run_id(self) -> str | None:
-        """The parent run's id; waits for the run's creation (raising why it failed)."""
-        if self._starting is not None:
-            self._starting.result()
         return self._parent
 
     @functools.cached_property
@@ -128,40 +123,22 @@ class MlflowTracker:
         source: str,
         resume_run_id: str | None = None,
     ) -> None:
+        import autodl
+
         self._config = dict(config)
         if resume_run_id and self._reopen(resume_run_id):
             self._mark_open()
             return
-        known = self._known_uri()
-        if known is not None:  # a tracking server that is not there is found before any work
-            try:
-                _probe(known)
-            except Exception as error:
-                raise _unusable_store(error, known) from None
-        self._mark_open()
-        # MLflow's import and, on a fresh SQLite store, its migrations take ~3-6 s of mostly
-        # Python: queued first, they run while the first baselines fit instead of before them.
-        # A store that cannot be used is raised at the next logging call (a baseline later).
         space_name, space_text = _space(config)
-        self._starting = self._executor().submit(self._open_run, config, summary, space_name)
-        self._pending.append(self._starting)
-        self._in_background(self._log_inputs, config, summary, data, source, space_text)
-
-    def _known_uri(self) -> str | None:
-        """The tracking URI if it is known without importing MLflow (None: MLflow's default,
-        a local store, unless MLflow is already imported and may have been told otherwise)."""
-        if self._requested_uri or "mlflow" in sys.modules:
-            return self._uri
-        return os.environ.get("MLFLOW_TRACKING_URI") or None
-
-    def _open_run(self, config: dict[str, Any], summary: dict[str, Any], space_name: str) -> None:
-        """The first contact with the store: the experiment, then the search's parent run."""
-        import autodl
-
-        try:
+        try:  # the first contact with the store
+            _probe(self._uri)
             experiment_id = self._experiment_id()
         except Exception as error:
-            raise _unusable_store(error, self._uri) from None
+            raise ConfigError(
+                f"cannot use the MLflow tracking store {redact(self._uri)} ({_reason(error, self._uri)})",
+                "start the tracking server or correct --tracking-uri (or MLFLOW_TRACKING_URI), "
+                "or pass --no-tracking",
+            ) from None
         run = self._client.create_run(
             experiment_id,
             run_name=self._run_name,
@@ -177,6 +154,8 @@ class MlflowTracker:
             },
         )
         self._parent = run.info.run_id
+        self._mark_open()
+        self._in_background(self._log_inputs, config, summary, data, source, space_text)
 
     def _log_inputs(
         self,
@@ -473,20 +452,17 @@ class MlflowTracker:
 
     def _end(self, status: str, reason: str | None) -> None:
         """End the parent run with `status` (and `reason` as autodl.stop_reason); never raises."""
-        if not self._open:
+        if self._parent is None or not self._open:
             return
         self._open = False
         atexit.unregister(self._end_at_exit)
         try:
             self._wait_for_background()
         except Exception as error:  # already failing: the run still gets its end status below
-            if self._parent is not None:  # (a run that could not be created was raised already)
-                logging.getLogger(__name__).warning("logging a candidate to MLflow failed: %s", error)
+            logging.getLogger(__name__).warning("logging a candidate to MLflow failed: %s", error)
         if self._queue is not None:
             self._queue.shutdown()
             self._queue = None
-        if self._parent is None:
-            return
         try:
             if reason:
                 self._client.set_tag(self._parent, "autodl.stop_reason", reason[:5000])
@@ -502,19 +478,12 @@ class MlflowTracker:
     # --- the background queue ---------------------------------------------------------------------
 
     def _in_background(self, call: Callable[..., None], *args: Any) -> None:
-        """Queue `call(*args)` behind the earlier logging calls; first raise any that failed.
-
-        Calls queued behind a parent run that could not be created are skipped: that failure
-        alone is raised."""
+        """Queue `call(*args)` behind the earlier logging calls; first raise any that failed."""
         failed = [future for future in self._pending if future.done() and future.exception()]
         self._pending = [future for future in self._pending if not future.done()]
         if failed:
             failed[0].result()
-        self._pending.append(self._executor().submit(self._if_started, call, *args))
-
-    def _if_started(self, call: Callable[..., None], *args: Any) -> None:
-        if self._parent is not None:
-            call(*args)
+        self._pending.append(self._executor().submit(call, *args))
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._queue is None:
@@ -696,13 +665,6 @@ def _millis() -> int:
     import time
 
     return int(time.time() * 1000)
-
-
-def _unusable_store(error: Exception, uri: str) -> ConfigError:
-    return ConfigError(
-        f"cannot use the MLflow tracking store {redact(uri)} ({_reason(error, uri)})",
-        "start the tracking server or correct --tracking-uri (or MLFLOW_TRACKING_URI), or pass --no-tracking",
-    )
 
 
 def _probe(uri: str) -> None:

@@ -324,31 +324,6 @@ def test_an_unreachable_tracking_server_is_a_one_line_error(regression_csv, tmp_
     assert "secret" not in line
 
 
-def test_a_local_store_that_cannot_be_opened_is_a_one_line_error_that_keeps_the_baselines(
-    regression_csv, tmp_path
-):
-    # The store is opened in the background while the first baselines fit (MLflow's import and
-    # migrations take seconds): its failure arrives a baseline later, the baselines kept.
-    store = tmp_path / "not-a-database.db"
-    store.write_text("not an SQLite file\n")
-    flags = [f for f in QUICK if f != "--no-tracking"]
-    output = tmp_path / "run"
-    outcome = run_cli(
-        "search",
-        regression_csv,
-        "--target",
-        "y",
-        *flags,
-        "--tracking-uri",
-        f"sqlite:///{store}",
-        "--output",
-        output,
-    )
-    assert_one_line_error(outcome, "not-a-database.db", "--no-tracking")
-    recorded = [json.loads(line)["name"] for line in (output / "outcomes.jsonl").read_text().splitlines()]
-    assert "linear" in recorded
-
-
 def test_the_output_folder_never_stores_the_tracking_password(regression_csv, tmp_path, monkeypatch):
     # The tracker is left out (as when the server accepts the login): what the output folder keeps
     # does not depend on it.
