@@ -324,6 +324,28 @@ def test_an_unreachable_tracking_server_is_a_one_line_error(regression_csv, tmp_
     assert "secret" not in line
 
 
+def test_a_local_store_that_cannot_be_opened_is_a_one_line_error_before_any_baseline(
+    regression_csv, tmp_path
+):
+    store = tmp_path / "not-a-database.db"
+    store.write_text("not an SQLite file\n")
+    flags = [f for f in QUICK if f != "--no-tracking"]
+    output = tmp_path / "run"
+    outcome = run_cli(
+        "search",
+        regression_csv,
+        "--target",
+        "y",
+        *flags,
+        "--tracking-uri",
+        f"sqlite:///{store}",
+        "--output",
+        output,
+    )
+    assert_one_line_error(outcome, "not-a-database.db", "--no-tracking")
+    assert not (output / "outcomes.jsonl").exists()
+
+
 def test_the_output_folder_never_stores_the_tracking_password(regression_csv, tmp_path, monkeypatch):
     # The tracker is left out (as when the server accepts the login): what the output folder keeps
     # does not depend on it.
