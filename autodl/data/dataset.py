@@ -138,6 +138,12 @@ def _shown(value) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
+# A target most of whose many labels are too rare for the split is no set of classes (dates, IDs,
+# free text): naming one rare class, as for a single small class, would be no help.
+MANY_CLASSES = 20
+MAX_RARE_CLASS_SHARE = 0.5
+
+
 def _check_class_sizes(labels: pd.Series, folds: int, test_size: float, target: str) -> None:
     counts = labels.value_counts()
     if counts.max() == 1:
@@ -147,6 +153,14 @@ def _check_class_sizes(labels: pd.Series, folds: int, test_size: float, target: 
             "check --target: a class needs several rows (this column looks like an identifier or free text)",
         )
     needed = _rows_needed(folds, test_size)
+    rare = int((counts < needed).sum())
+    if rare > MAX_RARE_CLASS_SHARE * len(counts) and len(counts) > MANY_CLASSES:
+        raise DataError(
+            f"{rare} of the {len(counts)} distinct values of the target '{target}' occur in fewer than "
+            f"{needed} rows, too few to learn as classes",
+            "check --target (an identifier, a date or free text cannot be classes; a number to "
+            "predict must be stored as numbers), or merge the rare values into larger classes",
+        )
     smallest = counts.idxmin()
     fewest = int(counts.min())
     if fewest < needed:

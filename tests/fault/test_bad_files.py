@@ -324,6 +324,18 @@ def test_target_with_one_row_per_class(tmp_path):
     assert "--folds" not in line  # lowering the folds cannot help
 
 
+def test_target_of_timestamps_with_a_few_repeats_is_not_taken_for_classes(tmp_path):
+    # R's vcd Bundesliga table: 'Date' holds match kick-offs, a few shared by several matches.
+    frame = _frame()
+    frame["y"] = [f"1963-08-{1 + i // 40:02d} {i % 20:02d}:30:00" for i in range(N)]
+    path = tmp_path / "kickoffs.csv"
+    frame.to_csv(path, index=False)
+    line = assert_one_line_error(
+        _search(path)[0], "'y'", "an identifier, a date or free text cannot be classes"
+    )
+    assert "add rows of class" not in line
+
+
 def test_file_of_one_row(tmp_path):
     path = tmp_path / "one_row.csv"
     path.write_text("x,c,y\n0.5,red,yes\n")
