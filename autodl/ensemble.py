@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import numpy as np
@@ -51,6 +52,27 @@ def select_ensemble(
         current = trial_scores[name]
     total = sum(chosen.values())
     return {name: count / total for name, count in chosen.most_common()}
+
+
+def selection_seconds(
+    oof: dict[str, np.ndarray],
+    y: np.ndarray,
+    metric: Metric,
+    rounds: int = ROUNDS,
+    max_rows: int = SELECTION_ROWS,
+) -> float:
+    """About how long `select_ensemble` can take on these predictions at most: `rounds` rounds,
+    each scoring a blend with every candidate, at the measured cost of one score."""
+    if len(oof) < 2:
+        return 0.0
+    rows = min(len(y), max_rows)
+    sample, truth = next(iter(oof.values()))[:rows], y[:rows]
+    timings = []
+    for _ in range(3):  # the quickest of three: the first call may pay for cold caches
+        started = time.perf_counter()
+        metric(truth, sample)
+        timings.append(time.perf_counter() - started)
+    return rounds * len(oof) * min(timings)
 
 
 def blend(predictions: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:

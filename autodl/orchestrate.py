@@ -24,7 +24,7 @@ from autodl.candidates.baselines import baseline_candidates, select_baselines
 from autodl.config import SearchConfig
 from autodl.data.dataset import Dataset, build_dataset
 from autodl.data.load import read_table
-from autodl.ensemble import blend, select_ensemble
+from autodl.ensemble import blend, select_ensemble, selection_seconds
 from autodl.errors import ConfigError, SearchError, disk_full
 from autodl.events import Reporter
 from autodl.metrics import DEFAULT_METRIC, Metric, resolve_metric, score_all
@@ -312,16 +312,19 @@ def _check_resume(config: SearchConfig, store: RunStore, prepared: Prepared) -> 
 def _final_stage_reserve(
     config: SearchConfig, prepared: Prepared, pool: CandidatePool, tracker: Tracker, keras_members: int
 ) -> float:
-    """Seconds the final stage will take, out of the time limit: scoring the test rows (from the
-    kept candidates' measured prediction times), building and writing the fold networks of
-    `keras_members` Keras members (kept as weights until then), and the tracker's logging of the
-    finished search.
+    """Seconds the final stage will take, out of the time limit: choosing the ensemble (its
+    worst case over the candidates so far), scoring the test rows (from the kept candidates'
+    measured prediction times), building and writing the fold networks of `keras_members`
+    Keras members (kept as weights until then), and the tracker's logging of the finished search.
 
     The Keras search ends this much before the limit, so that the whole search ends within it.
     """
+    selection = 0.0
+    if config.final == "ensemble":
+        selection = selection_seconds(pool.blendable(), prepared.dev.y, prepared.metric)
     scoring = pool.test_scoring_seconds(len(prepared.holdout.dev), len(prepared.holdout.test), config.folds)
     networks = keras_members * config.folds * config.repeats * KERAS_NETWORK_SECONDS
-    return scoring + networks + tracker.finish_seconds
+    return selection + scoring + networks + tracker.finish_seconds
 
 
 def _keras_deadline(
