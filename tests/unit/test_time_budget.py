@@ -341,8 +341,12 @@ def test_the_final_stage_is_given_time_for_the_keras_members_the_final_model_can
     from autodl.orchestrate import KERAS_NETWORK_SECONDS, MAX_KERAS_MEMBERS, _keras_deadline
     from autodl.tracking.base import NullTracker
 
-    pool = SimpleNamespace(kept_keras=0, test_scoring_seconds=lambda *args, **kwargs: 0.0)
-    prepared = SimpleNamespace(holdout=SimpleNamespace(dev=np.arange(100), test=np.arange(20)))
+    pool = SimpleNamespace(kept_keras=0, test_scoring_seconds=lambda *args, **kwargs: 0.0, blendable=dict)
+    prepared = SimpleNamespace(
+        holdout=SimpleNamespace(dev=np.arange(100), test=np.arange(20)),
+        dev=SimpleNamespace(y=np.zeros(100)),
+        metric=None,  # no candidates to blend: no selection to time
+    )
     config = SearchConfig(target="y", folds=5, repeats=2)
 
     def reserve(**kwargs) -> float:
