@@ -136,7 +136,11 @@ def _searches_table(searches: list[PastSearch], title: str, *, narrow: bool):
         "CV": lambda s: _number(s.cv_score),
         "test": lambda s: _number(s.test_score),
         "final model": lambda s: s.final_model,
-        "status": lambda s: f"[{STATUS_COLORS.get(s.status, 'white')}]{s.state}[/]",
+        # narrow: one word, kept whole ("FINISHED (interrupted)" was cut to "FINISH" / "(inter")
+        "status": lambda s: (
+            f"[{STATUS_COLORS.get(s.status, 'white')}]"
+            f"{'INTERRUPTED' if narrow and s.state != s.status else s.state}[/]"
+        ),
         "run id": lambda s: s.run_id,
     }
     left_out = {"task", "run id"} if narrow else set()
@@ -150,7 +154,11 @@ def _searches_table(searches: list[PastSearch], title: str, *, narrow: bool):
         table.add_column(
             column,
             justify="right" if column in ("CV", "test") else "left",
-            no_wrap=column in ("started", "run", "CV", "test", "run id"),
+            # narrow: a long run name folds onto a second line, so that the status stays whole
+            no_wrap=column in ("started", "CV", "test", "run id")
+            or (column == "status" and narrow)
+            or (column == "run" and not narrow),
+            overflow="fold" if column == "run" else "ellipsis",
             min_width=8 if column in ("metric", "final model", "status") else None,
         )
     for search in searches:

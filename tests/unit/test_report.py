@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.console import Console
 
 from autodl.report import leaderboard_table
@@ -74,3 +76,13 @@ def test_past_searches_show_whole_run_ids_when_they_fit_and_a_narrow_table_keeps
         assert shortened is cut and (run_id in shown) is not cut
         assert all(whole in shown for whole in ("titanic-60s", "roc_auc", "0.8810", "0.8325", "FINISHED"))
         assert "ensemble" in shown and max(len(line) for line in shown.splitlines()) <= width
+    interrupted = replace(
+        search,
+        run_name="search-20261203-062215",
+        final_model="ensemble (linear x0.36, hist_gradient_boosting_tuned x0.27)",
+        interrupted=True,
+    )
+    table, shortened = searches_table([interrupted], "searches", 80)
+    console = Console(width=80, record=True)
+    console.print(table)
+    assert shortened and "INTERRUPTED" in console.export_text()  # whole, not "FINISH" / "(inter"
