@@ -283,21 +283,16 @@ def test_redact_hides_only_the_password(uri, shown):
         assert hide_passwords(f"error talking to {uri} (refused)") == f"error talking to {shown} (refused)"
 
 
+def _tracked_search(csv: Path, tracking_uri: str, output: Path):
+    """A quick search of `csv` logged to `tracking_uri`."""
+    flags = [f for f in QUICK if f != "--no-tracking"]
+    return run_cli("search", csv, "--target", "y", *flags, "--tracking-uri", tracking_uri, "--output", output)
+
+
 def test_an_unreachable_tracking_server_never_prints_its_password(regression_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    flags = [f for f in QUICK if f != "--no-tracking"]
-    outcome = run_cli(
-        "search",
-        regression_csv,
-        "--target",
-        "y",
-        *flags,
-        "--tracking-uri",
-        "http://user:secret@127.0.0.1:1/",
-        "--output",
-        tmp_path / "run",
-    )
+    outcome = _tracked_search(regression_csv, "http://user:secret@127.0.0.1:1/", tmp_path / "run")
     assert outcome.code != 0
     assert "secret" not in outcome.text, outcome.text
     assert "user:***@127.0.0.1" in outcome.text
@@ -308,18 +303,7 @@ def test_an_unreachable_tracking_server_never_prints_its_password(regression_csv
 def test_an_unreachable_tracking_server_is_a_one_line_error(regression_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    flags = [f for f in QUICK if f != "--no-tracking"]
-    outcome = run_cli(
-        "search",
-        regression_csv,
-        "--target",
-        "y",
-        *flags,
-        "--tracking-uri",
-        "http://user:secret@127.0.0.1:1/",
-        "--output",
-        tmp_path / "run",
-    )
+    outcome = _tracked_search(regression_csv, "http://user:secret@127.0.0.1:1/", tmp_path / "run")
     line = assert_one_line_error(outcome, "127.0.0.1", "--no-tracking")
     assert "secret" not in line
 
@@ -329,19 +313,8 @@ def test_a_local_store_that_cannot_be_opened_is_a_one_line_error_before_any_base
 ):
     store = tmp_path / "not-a-database.db"
     store.write_text("not an SQLite file\n")
-    flags = [f for f in QUICK if f != "--no-tracking"]
     output = tmp_path / "run"
-    outcome = run_cli(
-        "search",
-        regression_csv,
-        "--target",
-        "y",
-        *flags,
-        "--tracking-uri",
-        f"sqlite:///{store}",
-        "--output",
-        output,
-    )
+    outcome = _tracked_search(regression_csv, f"sqlite:///{store}", output)
     assert_one_line_error(outcome, "not-a-database.db", "--no-tracking")
     assert not (output / "outcomes.jsonl").exists()
 
@@ -353,18 +326,7 @@ def test_the_output_folder_never_stores_the_tracking_password(regression_csv, tm
 
     monkeypatch.setattr(autodl.api, "make_tracker", lambda config: None)
     output = tmp_path / "run"
-    flags = [f for f in QUICK if f != "--no-tracking"]
-    outcome = run_cli(
-        "search",
-        regression_csv,
-        "--target",
-        "y",
-        *flags,
-        "--tracking-uri",
-        "https://user:secret@mlflow.example.com/",
-        "--output",
-        output,
-    )
+    outcome = _tracked_search(regression_csv, "https://user:secret@mlflow.example.com/", output)
     assert_search_ok(outcome, output)
     assert "secret" not in outcome.text
     leaked = [p.name for p in output.rglob("*") if p.is_file() and b"secret" in p.read_bytes()]
