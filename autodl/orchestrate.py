@@ -519,6 +519,9 @@ def _run_keras(
                 "so the data or the space is wrong (check the target and the space's ranges; --no-capacity-check skips this)"
             )
         reporter.info(report.describe())
+        # a check still tracing its network when the deadline came is waited for (~1-3 s)
+        if deadline is not None and deadline - time.monotonic() <= 1:
+            return "time limit reached during the capacity check, before the Keras search"
     study = open_study(
         storage_path=output_dir / "study.journal",
         study_name=config.study_name or "autodl",

@@ -390,3 +390,38 @@ def test_a_trial_whose_test_scoring_would_not_fit_moves_the_keras_deadline_earli
     result = run_search(config, frame, tracker=None)
     assert [o.state for o in result.outcomes if o.family == "keras"] == ["complete"]
     assert result.decisions["stop_reason"] == "time limit reached"
+
+
+def test_no_keras_search_starts_when_the_capacity_check_ran_past_its_deadline(tmp_path, prepared):
+    """A capacity check cut at the deadline is waited for while it traces its network; the
+    search then had announced "-3s left of the time limit" and opened the study anyway."""
+    from autodl.orchestrate import _run_keras
+
+    class SlowCheck:
+        def report(self, deadline):
+            time.sleep(max(0.0, deadline - time.monotonic()) + 0.5)  # ends past the deadline
+            return SimpleNamespace(passed=True, describe=lambda: "capacity check: cut short")
+
+    class Phases(Reporter):
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def phase(self, name, total, seconds_left) -> None:
+            self.names.append(name)
+
+    deadline = time.monotonic() + 1.5
+    reporter = Phases()
+    reason = _run_keras(
+        SearchConfig(target="y", time_limit=30.0),
+        SimpleNamespace(**vars(prepared), space=object(), trials=None),
+        record=None,
+        adopt=None,
+        reporter=reporter,
+        output_dir=tmp_path,
+        keras_deadline=lambda **_: deadline,
+        known=set(),
+        capacity=SlowCheck(),
+    )
+    assert reason == "time limit reached during the capacity check, before the Keras search"
+    assert reporter.names == []
+    assert not (tmp_path / "study.journal").exists()
