@@ -66,6 +66,22 @@ def search(
         float,
         typer.Option("--test-size", help="Share of rows held out for the final, one-time test score."),
     ] = 0.2,
+    group_column: Annotated[
+        str | None,
+        typer.Option(
+            "--group-column",
+            help="Keep each group's rows together (a person, a store): whole groups go to the test rows or to "
+            "one fold, so scores are those of new groups. Used for the split only, not as a feature.",
+        ),
+    ] = None,
+    time_column: Annotated[
+        str | None,
+        typer.Option(
+            "--time-column",
+            help="Order rows by this column (dates or numbers): the test rows are the latest, and each fold is "
+            "scored on rows later than those it trains on (forward chaining). It stays a feature.",
+        ),
+    ] = None,
     space: Annotated[
         str, typer.Option(help="Search space: a shipped name (autodl spaces list) or a .yaml file.")
     ] = "mlp",
@@ -163,6 +179,8 @@ def search(
         max_epochs=max_epochs,
         baselines=_parse_baselines(baselines),
         drop_columns=tuple(drop or ()),
+        group_column=group_column,
+        time_column=time_column,
         final=final,
         seed=seed,
         output_dir=output,

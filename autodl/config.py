@@ -35,6 +35,8 @@ class SearchConfig:
     max_epochs: int | None = None
     baselines: tuple[str, ...] | None = None
     drop_columns: tuple[str, ...] = ()
+    group_column: str | None = None
+    time_column: str | None = None
     final: str = "ensemble"
     seed: int = 0
     output_dir: Path | None = None
@@ -70,6 +72,16 @@ class SearchConfig:
             raise ConfigError(
                 f"--test-size must be a fraction in [0, 0.9), got {self.test_size!r}",
                 "use --test-size 0.2 (the default): the share of rows held out for the final score",
+            )
+        if self.group_column is not None and self.time_column is not None:
+            raise ConfigError(
+                "--group-column and --time-column cannot be combined",
+                "pass one: --group-column keeps each group's rows together, --time-column tests on the latest rows",
+            )
+        if self.time_column is not None and self.repeats > 1:
+            raise ConfigError(
+                f"--repeats {self.repeats} reshuffles the folds, but time-ordered folds (--time-column) have one order",
+                "leave out --repeats",
             )
         if self.trials is not None and self.trials < 0:
             raise ConfigError(

@@ -25,7 +25,17 @@ class Reporter:
     ) -> None:
         pass
 
-    def split(self, *, n_dev: int, n_test: int, folds: int, repeats: int, stratified: bool) -> None:
+    def split(
+        self,
+        *,
+        n_dev: int,
+        n_test: int,
+        folds: int,
+        repeats: int,
+        stratified: bool,
+        grouped_by: str | None = None,
+        ordered_by: str | None = None,
+    ) -> None:
         pass
 
     def phase(self, name: str, total: int | None, seconds_left: float | None) -> None:

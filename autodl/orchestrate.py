@@ -32,7 +32,7 @@ from autodl.model import Member, TabularModel
 from autodl.pool import REFERENCE, CandidatePool
 from autodl.result import CandidateOutcome, SearchResult
 from autodl.spaces.schema import SearchSpace
-from autodl.split import Holdout, holdout_split, make_folds
+from autodl.split import Holdout, check_fold_classes, holdout_split, make_folds
 from autodl.store import RunStore
 from autodl.tracking.base import NullTracker, Tracker
 from autodl.tuning.cv import CVResult, DevData, cross_validate
@@ -49,7 +49,19 @@ KERAS_NETWORK_SECONDS = 0.15
 MAX_KERAS_MEMBERS = 3  # ensembles of this project's benchmarks held 0-3 Keras trials
 # A small search stores a few MiB; forests and fold models on 100k+ rows reach hundreds.
 MIN_FREE_DISK = 256 * 2**20
-RESUME_KEYS = ("target", "task", "metric", "test_size", "folds", "repeats", "seed", "space", "drop_columns")
+RESUME_KEYS = (
+    "target",
+    "task",
+    "metric",
+    "test_size",
+    "folds",
+    "repeats",
+    "seed",
+    "space",
+    "drop_columns",
+    "group_column",
+    "time_column",
+)
 
 
 @dataclass
@@ -102,6 +114,8 @@ def run_search(
         folds=config.folds,
         repeats=config.repeats,
         stratified=prepared.dataset.task.is_classification,
+        grouped_by=config.group_column,
+        ordered_by=config.time_column,
     )
     summary = _summary(prepared)
     tracker.start(
@@ -242,6 +256,8 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         drop=config.drop_columns,
         folds=config.folds,
         test_size=config.test_size,
+        group_column=config.group_column,
+        time_column=config.time_column,
     )
     metric = resolve_metric(dataset.task.kind, config.metric)
     metric_reason = (
@@ -250,7 +266,10 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         else f"the default for {dataset.task.kind} tasks (AutoML Benchmark)"
     )
     stratify = dataset.task.is_classification
-    holdout = holdout_split(dataset.y, test_size=config.test_size, stratify=stratify, seed=config.seed)
+    groups, times = dataset.groups, dataset.times
+    holdout = holdout_split(
+        dataset.y, test_size=config.test_size, stratify=stratify, seed=config.seed, groups=groups, times=times
+    )
     nonnegative = dataset.task.kind == "regression" and bool(np.all(dataset.y[holdout.dev] >= 0))
     baselines = select_baselines(
         baseline_candidates(dataset.task.kind, dataset.n_rows, config.seed, nonnegative_target=nonnegative),
@@ -262,7 +281,11 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         repeats=config.repeats,
         stratify=stratify,
         seed=config.seed,
+        groups=None if groups is None else groups[holdout.dev],
+        times=None if times is None else times[holdout.dev],
     )
+    if stratify and (groups is not None or times is not None):
+        check_fold_classes(folds, dataset.y[holdout.dev], "grouped" if groups is not None else "time-ordered")
     dev = DevData(
         dataset.features.iloc[holdout.dev].reset_index(drop=True),
         dataset.y[holdout.dev],
@@ -619,16 +642,28 @@ def _record_killed_trials(study, known: set[str], record) -> None:
         )
 
 
+def _held_out_predictions(
+    dev: DevData, oof: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The out-of-fold predictions and targets of the rows some fold held out: every development
+    row, except the first block of time-ordered folds, which has no out-of-fold prediction."""
+    rows = dev.held_out
+    if len(rows) == len(dev.y):
+        return oof, dev.y
+    return {name: values[rows] for name, values in oof.items()}, dev.y[rows]
+
+
 def _finalize(
     config, prepared: Prepared, pool, outcomes, output_dir, stop_reason, interrupted, started, tracker
 ) -> SearchResult:
     dev, metric, dataset = prepared.dev, prepared.metric, prepared.dataset
+    oof, y_held_out = _held_out_predictions(dev, pool.oof)
     weights = (
-        select_ensemble(pool.blendable(), dev.y, metric, seed=config.seed)
+        select_ensemble({name: oof[name] for name in pool.blendable()}, y_held_out, metric, seed=config.seed)
         if config.final == "ensemble"
         else {pool.best(): 1.0}
     )
-    cv_score = metric(dev.y, blend(pool.oof, weights))
+    cv_score = metric(y_held_out, blend(oof, weights))
     no_better = set(weights) == {REFERENCE}
     model = TabularModel(
         members=[Member(name, weight, pool.fold_models(name)) for name, weight in weights.items()],
@@ -669,7 +704,7 @@ def _finalize(
         interrupted=interrupted,
         model=model,
         test_evaluation=test_evaluation,
-        cv_evaluation={"y_true": dev.y, "scores": blend(pool.oof, weights)},
+        cv_evaluation={"y_true": y_held_out, "scores": blend(oof, weights)},
     )
     saved = {name: pool.store.saved_parts(name) for name in weights}
     model.save(

@@ -69,20 +69,32 @@ class RichReporter(Reporter):
         self._metric = metric.name
         self._greater = metric.greater_is_better
 
-    def split(self, *, n_dev, n_test, folds, repeats, stratified) -> None:
+    def split(self, *, n_dev, n_test, folds, repeats, stratified, grouped_by=None, ordered_by=None) -> None:
         how = "stratified " if stratified else ""
+        holdout = f"{how}holdout"
+        if grouped_by is not None:
+            holdout = f"whole groups of '{grouped_by}'"
+        elif ordered_by is not None:
+            holdout = f"the latest by '{ordered_by}'"
         if n_test:
             self.console.print(
-                f"[bold]Split[/]: {n_test:,} test rows set aside ({how}holdout), untouched until the final score."
+                f"[bold]Split[/]: {n_test:,} test rows set aside ({holdout}), untouched until the final score."
             )
         else:
             self.console.print(
                 "[bold]Split[/]: no test split (--test-size 0): the final score is the CV estimate only."
             )
         repeat = f", repeated {repeats} times" if repeats > 1 else ""
-        self.console.print(
-            f"       {folds}-fold {how}cross-validation{repeat} on the other {n_dev:,} rows; preprocessing is fitted inside each training fold."
-        )
+        if ordered_by is not None:
+            cv = (
+                f"{folds} forward-chaining folds by '{ordered_by}' on the other {n_dev:,} rows, each scored on "
+                f"later rows than it trains on (the earliest 1/{folds + 1} is never scored)"
+            )
+        elif grouped_by is not None:
+            cv = f"{folds}-fold {how}cross-validation{repeat} on the other {n_dev:,} rows, each '{grouped_by}' in one fold"
+        else:
+            cv = f"{folds}-fold {how}cross-validation{repeat} on the other {n_dev:,} rows"
+        self.console.print(f"       {cv}; preprocessing is fitted inside each training fold.")
 
     def phase(self, name: str, total: int | None, seconds_left: float | None) -> None:
         self._end_progress()

@@ -24,6 +24,8 @@ class Dataset:
     task: TaskInfo
     profile: TableProfile
     n_missing_target: int
+    groups: np.ndarray | None = None  # group labels (--group-column), for splits that keep groups whole
+    times: np.ndarray | None = None  # sortable times (--time-column), for time-ordered splits
 
     @property
     def n_rows(self) -> int:
@@ -42,13 +44,27 @@ def build_dataset(
     drop: tuple[str, ...] = (),
     folds: int = 5,
     test_size: float = 0.2,
+    group_column: str | None = None,
+    time_column: str | None = None,
 ) -> Dataset:
-    """Validate `frame` for learning `target`; raises DataError naming the problem and the fix."""
+    """Validate `frame` for learning `target`; raises DataError naming the problem and the fix.
+
+    `group_column` only decides the split (a group's rows stay together) and is not a feature;
+    `time_column` orders the split and stays a feature.
+    """
     _require_column(frame, target, "target", "--target")
     for name in drop:
         _require_column(frame, name, "--drop", "--drop")
     if target in drop:
         raise DataError(f"the target '{target}' is also in --drop", f"remove '{target}' from --drop")
+    for name, flag in ((group_column, "--group-column"), (time_column, "--time-column")):
+        if name is None:
+            continue
+        _require_column(frame, name, flag, flag)
+        if name == target:
+            raise DataError(f"{flag} '{name}' is the target", f"pass another column to {flag}")
+        if name in drop:
+            raise DataError(f"{flag} '{name}' is also in --drop", f"remove '{name}' from --drop")
     missing = frame[target].isna()
     kept_rows = np.flatnonzero(~missing.to_numpy())
     frame = frame.loc[~missing].reset_index(drop=True)
@@ -90,10 +106,52 @@ def build_dataset(
         index = {label: i for i, label in enumerate(task_info.classes)}
         y = target_values.map(index).to_numpy(dtype=np.int64)
         _check_class_sizes(target_values, folds, test_size, target)
-    features = frame.drop(columns=[target, *drop])
+    groups = None if group_column is None else _groups(frame[group_column], folds, test_size)
+    times = None if time_column is None else _times(frame[time_column], kept_rows)
+    features = frame.drop(columns=[target, *drop, *([group_column] if group_column else [])])
     profile = profile_columns(features)
     check_features(features, profile, rows=kept_rows)
-    return Dataset(features, target, y, task_info, profile, int(missing.sum()))
+    return Dataset(features, target, y, task_info, profile, int(missing.sum()), groups, times)
+
+
+def _groups(column: pd.Series, folds: int, test_size: float) -> np.ndarray:
+    """Group labels as integer codes; DataError for missing labels or too few groups to split."""
+    name = column.name
+    if column.isna().any():
+        raise DataError(
+            f"the group column '{name}' has {int(column.isna().sum())} missing values",
+            "fill them (each distinct value is one group) or remove those rows",
+        )
+    codes, labels = pd.factorize(column)
+    needed = folds + (max(1, round(1 / test_size) - 1) if test_size > 0 else 0)
+    if len(labels) < needed:
+        raise DataError(
+            f"the group column '{name}' has {len(labels)} groups; {folds}-fold CV on whole groups"
+            f"{' with a test split' if test_size > 0 else ''} needs at least {needed}",
+            "lower --folds, or pass a column with more groups",
+        )
+    return codes
+
+
+def _times(column: pd.Series, kept_rows: np.ndarray) -> np.ndarray:
+    """Sortable times from numbers or dates; DataError for values that are neither."""
+    name = column.name
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = pd.to_numeric(column, errors="coerce").astype(float)
+    else:
+        text = column.astype("string")
+        # times without a zone are read as UTC: only their order matters
+        stamps = pd.to_datetime(text, errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
+        values = stamps.astype("datetime64[ns]").astype("int64").astype(float).where(stamps.notna())
+    bad = values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    if bad.any():
+        first, count = int(np.flatnonzero(bad)[0]), int(bad.sum())
+        raise DataError(
+            f"the time column '{name}' has {count} value{'s' if count > 1 else ''} that {'are' if count > 1 else 'is'} "
+            f"not a number or date (first: {'an empty cell' if pd.isna(column.iloc[first]) else _shown(column.iloc[first])} at file line {int(kept_rows[first]) + 2})",
+            "correct or remove those rows, or pass another --time-column",
+        )
+    return values.to_numpy(dtype=float)
 
 
 def _numbers_if_written_as_text(values: pd.Series) -> pd.Series:

@@ -554,15 +554,26 @@ Load one network with keras.saving.load_model(path, safe_mode=True).
 
 def split_protocol(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """How the rows were split and scored, in words and numbers (protocol.json and params)."""
-    stratified = summary.get("task") != "regression"
+    group, time_column = config.get("group_column"), config.get("time_column")
+    stratified = summary.get("task") != "regression" and time_column is None
     test_rows, dev_rows = summary.get("test_rows", 0), summary.get("dev_rows", 0)
     folds, repeats, seed = config.get("folds"), config.get("repeats") or 1, config.get("seed")
     kind = f"{'stratified ' if stratified else ''}{folds}-fold CV"
     if repeats > 1:
         kind += f" repeated {repeats} times"
+    chosen = "at random"
+    if group is not None:
+        kind += f", each '{group}' group in one fold"
+        chosen = f"as whole '{group}' groups"
+    elif time_column is not None:
+        kind = (
+            f"{folds} forward-chaining folds by '{time_column}' (each scored on rows later than its "
+            f"training rows; the earliest 1/{folds + 1} is never scored)"
+        )
+        chosen = f"as the latest rows by '{time_column}'"
     holdout = (
-        f"{'stratified ' if stratified else ''}test split of {config.get('test_size'):.0%} ({test_rows} rows), "
-        "set aside first and scored once, on the final model"
+        f"{'stratified ' if stratified else ''}test split of {config.get('test_size'):.0%} ({test_rows} rows) "
+        f"chosen {chosen}, set aside first and scored once, on the final model"
         if test_rows
         else "no test split: the CV estimate is the only score"
     )
@@ -581,6 +592,8 @@ def split_protocol(config: dict[str, Any], summary: dict[str, Any]) -> dict[str,
             "stratified": stratified,
             "seed": seed,
             "rows": dev_rows,
+            "group_column": group,
+            "time_column": time_column,
             "description": f"{kind} on the {dev_rows} development rows",
         },
         "preprocessing": "fitted inside each training fold only (imputation, scaling, encoding)",

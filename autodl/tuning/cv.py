@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from autodl.candidates.base import Candidate, predict_scores
 from autodl.data.profile import TableProfile
 from autodl.metrics import Metric
-from autodl.split import Fold
+from autodl.split import Fold, held_out_rows
 
 
 class DeadlineReached(RuntimeError):
@@ -61,6 +62,11 @@ class DevData:
     profile: TableProfile
     task: str
     n_classes: int
+
+    @functools.cached_property
+    def held_out(self) -> np.ndarray:
+        """The rows some fold holds out, the only ones with out-of-fold predictions."""
+        return held_out_rows(self.folds)
 
 
 class FoldCollector:
