@@ -86,16 +86,18 @@ def run_search(
     *,
     reporter: Reporter | None = None,
     tracker: Tracker | None = None,
+    started: float | None = None,
 ) -> SearchResult:
     """Run a whole search on `data` (a path or a DataFrame) and return its result.
 
     Raises AutodlError subclasses for bad input, before any expensive work. With
-    `config.resume`, continues the search stored in `config.output_dir`.
+    `config.resume`, continues the search stored in `config.output_dir`. The time limit counts
+    from `started` (a time.monotonic() value; default: now).
     """
     runtime.configure()
     reporter = reporter or Reporter()
     tracker = tracker or NullTracker()
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     deadline = started + config.time_limit if config.time_limit else None
     prepared = _prepare(config, data)
     output_dir = _prepare_output(config.output_dir, resume=config.resume)

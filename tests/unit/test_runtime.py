@@ -1,6 +1,8 @@
 """Process-level helpers the search relies on between trials."""
 
 import gc
+import subprocess
+import sys
 import weakref
 
 from autodl.runtime import long_lived_objects_frozen
@@ -91,3 +93,43 @@ def test_native_notices_below_the_log_level_are_dropped_and_other_stderr_is_pass
         "done",
     ]
     assert len(stderr_with_level("0").splitlines()) == 6  # the user asked for everything
+
+
+def test_exit_without_teardown_keeps_the_exit_code_and_finishes_what_a_normal_exit_would(tmp_path):
+    """Pending executor work, atexit handlers and buffered output all complete before the
+    process ends; only the interpreter's teardown is skipped."""
+    script = f"""
+import atexit, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from autodl.runtime import exit_without_teardown
+
+folder = Path({str(tmp_path)!r})
+pool = ThreadPoolExecutor(1)
+pool.submit(lambda: (time.sleep(0.3), (folder / "written_by_worker").write_text("done")))
+atexit.register(lambda: (folder / "written_at_exit").write_text("done"))
+sys.stdout.write("last words without a newline")
+exit_without_teardown(3)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "last words without a newline"
+    assert (tmp_path / "written_by_worker").read_text() == "done"
+    assert (tmp_path / "written_at_exit").read_text() == "done"
+
+
+def test_the_console_script_passes_on_the_commands_exit_code(monkeypatch):
+    from autodl import cli, runtime
+
+    ended = []
+    monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow", object()))
+    monkeypatch.setattr(runtime, "exit_without_teardown", ended.append)
+    for raised, code in ((SystemExit(130), 130), (SystemExit(None), 0), (None, 0)):
+
+        def command(raised=raised):
+            if raised is not None:
+                raise raised
+
+        monkeypatch.setattr(cli, "main", command)
+        cli.run()
+        assert ended.pop() == code
