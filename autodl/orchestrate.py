@@ -32,7 +32,7 @@ from autodl.model import Member, TabularModel
 from autodl.pool import REFERENCE, CandidatePool
 from autodl.result import CandidateOutcome, SearchResult
 from autodl.spaces.schema import SearchSpace
-from autodl.split import Holdout, check_fold_classes, holdout_split, make_folds
+from autodl.split import Holdout, check_split_classes, holdout_split, make_folds
 from autodl.store import RunStore
 from autodl.tracking.base import NullTracker, Tracker
 from autodl.tuning.cv import CVResult, DevData, cross_validate
@@ -287,7 +287,7 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         times=None if times is None else times[holdout.dev],
     )
     if stratify and (groups is not None or times is not None):
-        check_fold_classes(folds, dataset.y[holdout.dev], "grouped" if groups is not None else "time-ordered")
+        check_split_classes(dataset.y, holdout, folds, "grouped" if groups is not None else "time-ordered")
     dev = DevData(
         dataset.features.iloc[holdout.dev].reset_index(drop=True),
         dataset.y[holdout.dev],

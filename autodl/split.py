@@ -147,9 +147,16 @@ def _forward_chaining(times: np.ndarray, folds: int) -> list[Fold]:
     ]
 
 
-def check_fold_classes(folds: list[Fold], y: np.ndarray, scheme: str) -> None:
-    """DataError when grouped or time-ordered folds leave a fold with one class: its model could
-    not learn, or its score (ROC AUC) would be undefined. Shuffled folds are stratified instead."""
+def check_split_classes(y: np.ndarray, holdout: Holdout, folds: list[Fold], scheme: str) -> None:
+    """DataError when a grouped or time-ordered split leaves the test rows or a fold with one
+    class: a model could not learn from them, or their score (ROC AUC) would be undefined.
+    Shuffled splits are stratified instead."""
+    if len(holdout.test) and len(np.unique(y[holdout.test])) < 2:
+        raise DataError(
+            f"the test rows of the {scheme} split hold one class only",
+            "raise --test-size, or leave out the grouping or time order if the classes allow no other split",
+        )
+    y = y[holdout.dev]
     for fold in folds:
         for part, rows in (("trains on", fold.train), ("holds out", fold.valid)):
             if len(np.unique(y[rows])) < 2:

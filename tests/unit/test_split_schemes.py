@@ -12,7 +12,7 @@ import pytest
 from autodl.config import SearchConfig
 from autodl.data.dataset import build_dataset
 from autodl.errors import ConfigError, DataError
-from autodl.split import check_fold_classes, held_out_rows, holdout_split, make_folds
+from autodl.split import check_split_classes, held_out_rows, holdout_split, make_folds
 from tests.cli_harness import QUICK, run_cli
 
 
@@ -69,12 +69,23 @@ def test_forward_chaining_with_too_few_distinct_times_says_so():
         make_folds(np.zeros(30), folds=5, repeats=1, stratify=False, seed=0, times=times)
 
 
-def test_a_time_ordered_fold_with_one_class_is_refused():
-    times = np.arange(60, dtype=float)
-    y = np.r_[np.zeros(30, dtype=int), np.ones(30, dtype=int)]  # the positives all come late
-    folds = make_folds(y, folds=3, repeats=1, stratify=True, seed=0, times=times)
+def test_a_time_ordered_split_with_one_class_in_the_test_rows_or_a_fold_is_refused():
+    """Its ROC AUC would be undefined: the search had ended with a test score of nan."""
+    times = np.arange(80, dtype=float)
+    late_negatives = np.r_[np.arange(60) % 2, np.zeros(20, dtype=int)]
+    holdout = holdout_split(late_negatives, test_size=0.25, stratify=True, seed=0, times=times)
+    folds = make_folds(
+        late_negatives[holdout.dev], folds=3, repeats=1, stratify=True, seed=0, times=times[holdout.dev]
+    )
+    with pytest.raises(DataError, match="the test rows of the time-ordered split hold one class only"):
+        check_split_classes(late_negatives, holdout, folds, "time-ordered")
+    late_positives = np.r_[np.zeros(40, dtype=int), np.ones(20, dtype=int), np.arange(20) % 2]
+    holdout = holdout_split(late_positives, test_size=0.25, stratify=True, seed=0, times=times)
+    folds = make_folds(
+        late_positives[holdout.dev], folds=3, repeats=1, stratify=True, seed=0, times=times[holdout.dev]
+    )
     with pytest.raises(DataError, match="fold 1 of the time-ordered folds trains on rows of one class only"):
-        check_fold_classes(folds, y, "time-ordered")
+        check_split_classes(late_positives, holdout, folds, "time-ordered")
 
 
 def _frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
