@@ -295,6 +295,7 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         dataset.profile,
         dataset.task.kind,
         dataset.task.n_classes,
+        None if times is None else times[holdout.dev],
     )
     space, trials = trial_source(config) if config.trials != 0 else (None, None)
     return Prepared(frame, source, dataset, metric, metric_reason, space, trials, baselines, holdout, dev)

@@ -21,16 +21,22 @@ PREDICT_CHUNK = 16384
 MIN_VALIDATION_ROWS = 16
 
 
-def inner_split(y: np.ndarray, *, task: str, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def inner_split(
+    y: np.ndarray, *, task: str, fraction: float, seed: int, times: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the rows to train on and of the inner validation rows that steer early stopping.
 
-    Stratified for classification. With too few rows to spare, both are all rows (the training
-    loss then steers early stopping).
+    Stratified for classification; with `times` (time-ordered folds), the latest rows, so that
+    the epoch is chosen for predicting later rows, as the fold is scored. With too few rows to
+    spare, both are all rows (the training loss then steers early stopping).
     """
     rows = np.arange(len(y))
     n_valid = max(MIN_VALIDATION_ROWS, int(round(fraction * len(y))))
     if n_valid >= len(y) // 2:
         return rows, rows
+    if times is not None:
+        order = np.argsort(times, kind="stable")
+        return np.sort(order[:-n_valid]), np.sort(order[-n_valid:])
     stratify = y if task != "regression" and np.bincount(y.astype(np.int64)).min(initial=0) >= 2 else None
     try:
         train, valid = train_test_split(rows, test_size=n_valid, random_state=seed, stratify=stratify)

@@ -82,7 +82,13 @@ def cross_validate_towers(
     preprocessors = prepared.preprocessors
     targets, train_rows, valid_rows, scales = [], [], [], []
     for fold in folds:
-        train_pos, valid_pos = inner_split(data.y[fold.train], task=task, fraction=fraction, seed=seed)
+        train_pos, valid_pos = inner_split(
+            data.y[fold.train],
+            task=task,
+            fraction=fraction,
+            seed=seed,
+            times=None if data.times is None else data.times[fold.train],
+        )
         train_rows.append(fold.train[train_pos])
         valid_rows.append(fold.train[valid_pos])
         if task == "regression":

@@ -138,7 +138,10 @@ class HyperModelTrials:
             y = data.y[fold.train]
             pre = build_preprocessor(data.profile, "dense")
             X = np.asarray(pre.fit_transform(data.features.iloc[fold.train], y), dtype=np.float32)
-            train, valid = inner_split(y, task=data.task, fraction=self.validation_fraction, seed=seed)
+            times = None if data.times is None else data.times[fold.train]
+            train, valid = inner_split(
+                y, task=data.task, fraction=self.validation_fraction, seed=seed, times=times
+            )
             hp = optuna_hyperparameters(trial)
             model = self.hypermodel.build(hp)
             if not getattr(model, "compiled", False):  # Keras Tuner's convention is a compiled model

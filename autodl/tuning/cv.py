@@ -62,6 +62,7 @@ class DevData:
     profile: TableProfile
     task: str
     n_classes: int
+    times: np.ndarray | None = None  # of the rows, when the folds are time-ordered (--time-column)
 
     @functools.cached_property
     def held_out(self) -> np.ndarray:

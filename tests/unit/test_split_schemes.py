@@ -182,3 +182,12 @@ def test_a_grouped_search_runs_from_the_command_line(tmp_path):
     shown = " ".join(outcome.stdout.split())  # the terminal wraps lines
     assert "set aside (whole groups of 'person')" in shown
     assert "each 'person' in one fold" in shown
+
+
+def test_time_ordered_networks_early_stop_on_the_latest_of_their_training_rows():
+    from autodl.candidates.keras_model import inner_split
+
+    times = np.random.default_rng(0).permutation(100).astype(float)
+    train, valid = inner_split(np.zeros(100), task="regression", fraction=0.2, seed=0, times=times)
+    assert sorted(times[valid]) == list(range(80, 100))
+    assert len(train) == 80
