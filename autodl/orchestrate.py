@@ -272,6 +272,7 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
     holdout = holdout_split(
         dataset.y, test_size=config.test_size, stratify=stratify, seed=config.seed, groups=groups, times=times
     )
+    dev_times = None if times is None else times[holdout.dev]
     nonnegative = dataset.task.kind == "regression" and bool(np.all(dataset.y[holdout.dev] >= 0))
     baselines = select_baselines(
         baseline_candidates(dataset.task.kind, dataset.n_rows, config.seed, nonnegative_target=nonnegative),
@@ -284,7 +285,7 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         stratify=stratify,
         seed=config.seed,
         groups=None if groups is None else groups[holdout.dev],
-        times=None if times is None else times[holdout.dev],
+        times=dev_times,
     )
     if stratify and (groups is not None or times is not None):
         check_split_classes(dataset.y, holdout, folds, "grouped" if groups is not None else "time-ordered")
@@ -295,7 +296,7 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         dataset.profile,
         dataset.task.kind,
         dataset.task.n_classes,
-        None if times is None else times[holdout.dev],
+        dev_times,
     )
     space, trials = trial_source(config) if config.trials != 0 else (None, None)
     return Prepared(frame, source, dataset, metric, metric_reason, space, trials, baselines, holdout, dev)

@@ -61,10 +61,11 @@ def holdout_split(
         return Holdout(rows, rows[:0])
     if times is not None:
         boundary = np.sort(times)[len(times) - math.ceil(test_size * len(times))]
-        if not np.any(times < boundary):
+        if not np.any(times < boundary):  # the boundary's time is the earliest: ties fill the test
             raise DataError(
-                "every row has the same time, so no rows come before the latest ones to learn from",
-                "pass a --time-column whose values vary, or leave it out",
+                f"no rows come before the latest {test_size:.0%}: the rows of their earliest time "
+                "are the earliest rows of the table",
+                "lower --test-size, or pass a --time-column with more distinct times",
             )
         return Holdout(rows[times < boundary], rows[times >= boundary])
     if groups is not None:

@@ -137,7 +137,7 @@ def _times(column: pd.Series, kept_rows: np.ndarray) -> np.ndarray:
     """Sortable times from numbers or dates; DataError for values that are neither."""
     name = column.name
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        values = pd.to_numeric(column, errors="coerce").astype(float)
+        values = column.astype(float)
     else:
         text = column.astype("string")
         # times without a zone are read as UTC: only their order matters
