@@ -17,6 +17,7 @@ from autodl.orchestrate import run_search
 from autodl.result import SearchResult
 
 TARGET_COLUMN = "__autodl_target__"
+GROUPS_COLUMN = "groups"  # the name `fit(X, y, groups=...)` labels get in messages
 
 
 def search(
@@ -80,6 +81,7 @@ class _AutoDLEstimator(BaseEstimator):
         seed: int = 0,
         tracking: bool = False,
         output_dir: str | Path | None = None,
+        time_column: str | None = None,
     ) -> None:
         self.time_limit = time_limit
         self.trials = trials
@@ -90,13 +92,25 @@ class _AutoDLEstimator(BaseEstimator):
         self.seed = seed
         self.tracking = tracking
         self.output_dir = output_dir
+        self.time_column = time_column
 
-    def fit(self, X, y):
-        """Search on all of (X, y) with k-fold CV (no test split: evaluate on your own held-out data)."""
+    def fit(self, X, y, groups=None):
+        """Search on all of (X, y) with k-fold CV (no test split: evaluate on your own held-out data).
+
+        `groups` (one label per row, as for scikit-learn's GroupKFold) keeps each group's rows in
+        one fold and is not a feature; `time_column` (a column of X, which stays a feature) makes
+        the folds forward-chaining: each fold model is scored on rows later than its training rows.
+        """
         frame = _as_frame(X)
         self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
         self.n_features_in_ = frame.shape[1]
         frame[TARGET_COLUMN] = np.asarray(y)
+        if groups is not None:
+            if len(groups) != len(frame):
+                raise ValueError(f"groups has {len(groups)} labels for the {len(frame)} rows of X")
+            if GROUPS_COLUMN in frame.columns:
+                raise ValueError(f"X has a column named {GROUPS_COLUMN!r}: rename it to pass groups")
+            frame[GROUPS_COLUMN] = np.asarray(groups)
         config = SearchConfig(
             target=TARGET_COLUMN,
             task=self._task_for(frame[TARGET_COLUMN]),
@@ -110,6 +124,8 @@ class _AutoDLEstimator(BaseEstimator):
             seed=self.seed,
             tracking=self.tracking,
             output_dir=Path(self.output_dir) if self.output_dir else Path(tempfile.mkdtemp(prefix="autodl-")),
+            group_column=None if groups is None else GROUPS_COLUMN,
+            time_column=self.time_column,
         )
         self.result_ = run_search(config, frame, tracker=make_tracker(config))
         self.model_ = self.result_.model

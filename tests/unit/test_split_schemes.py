@@ -191,3 +191,35 @@ def test_time_ordered_networks_early_stop_on_the_latest_of_their_training_rows()
     train, valid = inner_split(np.zeros(100), task="regression", fraction=0.2, seed=0, times=times)
     assert sorted(times[valid]) == list(range(80, 100))
     assert len(train) == 80
+
+
+def test_the_estimators_keep_each_group_in_one_fold_when_given_groups(tmp_path):
+    """A forest memorizes a per-person code: shuffled folds score it on people it trained on
+    (an optimistic CV score), grouped folds on new people (no better than the mean)."""
+    from autodl import AutoDLRegressor
+
+    rng = np.random.default_rng(0)
+    person = np.repeat(np.arange(40), 6)
+    X = pd.DataFrame({"code": rng.normal(size=40)[person]})
+    y = rng.normal(size=40)[person] + rng.normal(scale=0.05, size=len(person))
+    settings = {"trials": 0, "folds": 2, "time_limit": 60}
+    shuffled = AutoDLRegressor(**settings, output_dir=tmp_path / "shuffled").fit(X, y)
+    grouped = AutoDLRegressor(**settings, output_dir=tmp_path / "grouped").fit(X, y, groups=person)
+    assert shuffled.result_.cv_score < 0.5 * np.std(y)
+    assert grouped.result_.cv_score > 0.9 * np.std(y)
+    assert grouped.predict(X).shape == (len(X),)  # the groups are not a feature to pass again
+    with pytest.raises(DataError, match="the group column 'groups' has 1 groups"):
+        AutoDLRegressor(**settings, output_dir=tmp_path / "one").fit(X, y, groups=np.zeros(len(X)))
+
+
+def test_the_estimators_take_a_time_column_of_x(tmp_path):
+    from autodl import AutoDLRegressor
+
+    X = pd.DataFrame({"day": np.arange(60.0), "x": np.random.default_rng(0).normal(size=60)})
+    with pytest.raises(DataError, match="--time-column column 'when' not found"):
+        AutoDLRegressor(time_column="when", trials=0, output_dir=tmp_path / "a").fit(X, X["x"])
+    model = AutoDLRegressor(time_column="day", trials=0, folds=2, output_dir=tmp_path / "b").fit(
+        X, 3 * X["x"]
+    )
+    assert model.result_.decisions["task"] == "regression"
+    assert model.result_.cv_score < 0.5  # scored on the rows some fold held out, not on zeros
