@@ -102,12 +102,16 @@ class TabularModel:
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A table of predictions: `prediction`, plus `proba_<class>` per class for classification."""
-        scores = self.scores(frame)
+        return self.frame_from_scores(self.scores(frame), frame.index)
+
+    def frame_from_scores(self, scores: np.ndarray, index: pd.Index | None = None) -> pd.DataFrame:
+        """What `predict_frame` gives for rows on which `scores` gives the model's scores."""
+        scores = np.asarray(scores, dtype=float)
         if self.task == "regression":
-            return pd.DataFrame({"prediction": scores}, index=frame.index)
+            return pd.DataFrame({"prediction": scores}, index=index)
         out = pd.DataFrame(
             {"prediction": np.asarray(self.classes, dtype=object)[np.argmax(scores, axis=1)]},
-            index=frame.index,
+            index=index,
         )
         for i, label in enumerate(self.classes):
             out[f"proba_{label}"] = scores[:, i]

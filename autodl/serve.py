@@ -7,6 +7,7 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 from autodl.errors import DataError
@@ -103,11 +104,18 @@ def pinned_requirements() -> list[str]:
     return pins
 
 
-def log_pyfunc_model(model_dir: Path, input_example: pd.DataFrame, model: TabularModel | None = None):
+def log_pyfunc_model(
+    model_dir: Path,
+    input_example: pd.DataFrame,
+    model: TabularModel | None = None,
+    output_scores: np.ndarray | None = None,
+):
     """Log the saved model folder as an MLflow pyfunc in the active run; returns the ModelInfo.
 
     `model`, the same model already in memory, saves loading the folder again, for the signature
-    and for MLflow's check that the logged model serves the input example.
+    and for MLflow's check that the logged model serves the input example. `output_scores`, the
+    model's scores on any rows (a search's out-of-fold blend), give the output signature without
+    predicting the example twice: MLflow's check predicts it once, through every fold model.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -119,7 +127,12 @@ def log_pyfunc_model(model_dir: Path, input_example: pd.DataFrame, model: Tabula
     example = _signature_frame(input_example.head(5))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's integer-column hint; handled above
-        signature = infer_signature(example, model.predict_frame(example))
+        output = (
+            model.predict_frame(example)
+            if output_scores is None
+            else model.frame_from_scores(np.asarray(output_scores)[: len(example)])
+        )
+        signature = infer_signature(example, output)
     column_types = {c.name: getattr(c.type, "name", str(c.type)) for c in signature.inputs.inputs}
     # Any column may be missing in a row at prediction time, as it may be in training, and is
     # declared of any type: predict() coerces it (see AutodlPyfunc).

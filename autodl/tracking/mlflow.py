@@ -420,7 +420,10 @@ class MlflowTracker:
         from autodl.serve import log_pyfunc_model
 
         with mlflow.start_run(run_id=self._parent):
-            info = log_pyfunc_model(model_dir, input_example, result.model)
+            cv = result.cv_evaluation
+            info = log_pyfunc_model(
+                model_dir, input_example, result.model, None if cv is None else cv["scores"]
+            )
         self._client.set_tag(self._parent, "autodl.model_uri", info.model_uri)
         result.decisions["mlflow_model_uri"] = info.model_uri
         name = self._config.get("register_model")

@@ -273,6 +273,34 @@ def test_logging_the_model_checks_its_input_example_without_reading_the_folder_b
     )
 
 
+def test_the_output_signature_from_scores_saves_a_prediction_and_matches_the_predicted_one(binary, tmp_path):
+    """A search passes its out-of-fold scores for the output signature: the example is then
+    predicted once (MLflow's serving check), not twice, and the signature is the same."""
+    import mlflow
+
+    from autodl import serve
+
+    dataset, dev = binary
+    linear = {c.name: c for c in baseline_candidates("binary", dataset.n_rows, 0)}["linear"]
+    cv = cross_validate(linear, dev, resolve_metric("binary", None))
+    model, _ = round_trip(dataset, "linear", cv.models, tmp_path / "m")
+    example = dataset.features.head(5)
+    calls = []
+    scores = model.scores
+
+    def counted(frame):
+        calls.append(len(frame))
+        return scores(frame)
+
+    model.scores = counted
+    with mlflow.start_run():
+        predicted = serve.log_pyfunc_model(tmp_path / "m", example, model)
+        assert calls == [5, 5]
+        from_scores = serve.log_pyfunc_model(tmp_path / "m", example, model, cv.oof[dev.held_out])
+        assert calls == [5, 5, 5]
+    assert from_scores.signature == predicted.signature
+
+
 def test_stored_network_weights_that_do_not_fit_fail_the_load_clearly(binary, tmp_path):
     """A stored tower network is its weights plus the builder's recipe; weights of another shape
     are refused when the candidate loads (one clear error), never at a later prediction."""
