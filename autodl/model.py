@@ -53,12 +53,16 @@ class TabularModel:
         classes: tuple | None,
         columns: list[str],
         target: str,
+        set_aside: tuple[str, ...] = (),
     ) -> None:
         self.members = members
         self.task = task
         self.classes = classes
         self.columns = columns
         self.target = target
+        # columns of the training table the search used otherwise (--drop, --group-column):
+        # rows to predict may hold them, as the training file did, without a warning
+        self.set_aside = tuple(set_aside)
 
     @property
     def n_classes(self) -> int:
@@ -72,7 +76,8 @@ class TabularModel:
                 f"the input lacks {len(missing)} column(s) the model was trained on: {shown}",
                 "add those columns (empty cells are allowed) to the file",
             )
-        extra = [c for c in frame.columns if c not in self.columns and c != self.target]
+        known = {*self.columns, self.target, *self.set_aside}
+        extra = [c for c in frame.columns if c not in known]
         if extra:
             warnings.warn(
                 f"ignoring {len(extra)} column(s) unknown to the model: {', '.join(map(str, extra[:5]))}",
@@ -144,6 +149,7 @@ class TabularModel:
             "classes": list(self.classes) if self.classes else None,
             "columns": self.columns,
             "target": self.target,
+            "set_aside": list(self.set_aside),
             "members": [
                 {
                     "name": member.name,
@@ -183,6 +189,7 @@ class TabularModel:
             classes=classes,
             columns=manifest["columns"],
             target=manifest["target"],
+            set_aside=tuple(manifest.get("set_aside", ())),
         )
 
 

@@ -675,6 +675,7 @@ def _finalize(
         classes=dataset.task.classes,
         columns=[str(c) for c in dataset.features.columns],
         target=dataset.target_name,
+        set_aside=(*config.drop_columns, *([config.group_column] if config.group_column else [])),
     )
     test_scores, test_evaluation = _score_test(model, dataset, prepared.holdout.test, metric)
     decisions = {

@@ -91,7 +91,7 @@ class DatetimeFeatures(BaseEstimator, TransformerMixin):
                 stamps.dt.year,
                 stamps.dt.month,
                 stamps.dt.day,
-                stamps.dt.weekday,
+                stamps.dt.day_of_week,  # Monday=0, as .dt.weekday (deprecated in pandas 3.1)
                 stamps.dt.hour,
                 epoch,
             ]

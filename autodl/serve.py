@@ -145,7 +145,7 @@ def log_pyfunc_model(
             name="model",
             python_model=str(package_dir / "mlflow_model.py"),
             artifacts={"model": str(model_dir)},
-            model_config={"column_types": column_types},
+            model_config={"column_types": column_types, "set_aside": [model.target, *model.set_aside]},
             signature=signature,
             input_example=example,
             pip_requirements=pinned_requirements(),
@@ -165,7 +165,8 @@ def _predict_pyfunc(pyfunc, frame: pd.DataFrame) -> pd.DataFrame:
             f"the input lacks {len(missing)} column(s) the model was trained on: {', '.join(map(repr, missing[:5]))}",
             "add those columns (empty cells are allowed) to the file",
         )
-    extra = [c for c in frame.columns if c not in names]
+    set_aside = set((pyfunc.model_config or {}).get("set_aside", ()))  # the target, --drop, --group-column
+    extra = [c for c in frame.columns if c not in names and c not in set_aside]
     if extra:
         warnings.warn(
             f"ignoring {len(extra)} column(s) unknown to the model: {', '.join(map(str, extra[:5]))}",

@@ -7,6 +7,7 @@ Keras safe mode refuses) would fail here, not in a user's `autodl predict` weeks
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -265,8 +266,12 @@ def test_logging_the_model_checks_its_input_example_without_reading_the_folder_b
     assert read_back == []
     assert serve._being_logged == {}
     rows = raw_rows(dataset)
-    out = pd.DataFrame(mlflow.pyfunc.load_model(info.model_uri).predict(rows))
+    pyfunc = mlflow.pyfunc.load_model(info.model_uri)
+    out = pd.DataFrame(pyfunc.predict(rows))
     expected = model.predict_frame(rows)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "ignoring")  # the target column in the rows is no unknown column
+        serve._predict_pyfunc(pyfunc, rows.assign(**{model.target: 1}))
     assert list(out.columns) == list(expected.columns) and len(expected.columns) == 3
     np.testing.assert_allclose(
         out.iloc[:, 1:].to_numpy(float), expected.iloc[:, 1:].to_numpy(float), rtol=1e-9

@@ -183,6 +183,15 @@ def test_a_grouped_search_runs_from_the_command_line(tmp_path):
     assert "set aside (whole groups of 'person')" in shown
     assert "each 'person' in one fold" in shown
 
+    # the training file predicts without a warning: the group column is known to the model as
+    # one the search used to split, not a column it never saw
+    predicted = run_cli("predict", tmp_path / "run" / "model", tmp_path / "g.csv", "-o", tmp_path / "p.csv")
+    assert predicted.code == 0, predicted.text
+    assert "ignoring" not in predicted.stderr
+    frame.assign(note="x").to_csv(tmp_path / "e.csv", index=False)
+    predicted = run_cli("predict", tmp_path / "run" / "model", tmp_path / "e.csv", "-o", tmp_path / "p.csv")
+    assert "ignoring 1 column(s) unknown to the model: note" in " ".join(predicted.stderr.split())
+
 
 def test_time_ordered_networks_early_stop_on_the_latest_of_their_training_rows():
     from autodl.candidates.keras_model import inner_split
