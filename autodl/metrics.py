@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 from autodl.errors import ConfigError
@@ -42,14 +43,49 @@ def _labels(proba: np.ndarray) -> np.ndarray:
     return np.argmax(proba, axis=1)
 
 
+# The ensemble selection scores thousands of blends, and scikit-learn's metrics spend most of a
+# call validating their input (~3 ms for an ROC AUC of 300 rows, ~0.1 ms computed directly). So
+# log loss, ROC AUC and RMSE are computed here on well-formed input (finite, every class present) and
+# left to scikit-learn otherwise, which raises its usual errors; tests hold the two equal.
+
+
+def _well_formed(y: np.ndarray, proba: np.ndarray) -> bool:
+    """Finite class probabilities for integer labels 0..k-1, each occurring in `y`."""
+    if proba.ndim != 2 or len(y) != len(proba) or not np.issubdtype(np.asarray(y).dtype, np.integer):
+        return False
+    if len(y) == 0 or y.min() < 0 or not np.isfinite(proba).all():
+        return False
+    counts = np.bincount(y)
+    return len(counts) == proba.shape[1] and bool(counts.all())
+
+
 def _log_loss(y: np.ndarray, proba: np.ndarray) -> float:
-    return skm.log_loss(y, np.clip(proba, 1e-15, 1.0), labels=np.arange(proba.shape[1]))
+    proba = np.clip(proba, 1e-15, 1.0)
+    if not _well_formed(y, proba):
+        return skm.log_loss(y, proba, labels=np.arange(proba.shape[1]))
+    eps = np.finfo(proba.dtype).eps  # scikit-learn's own clip, at the predictions' precision
+    picked = np.clip(proba[np.arange(len(y)), y], eps, 1 - eps)
+    return float(-np.mean(np.log(picked)))
+
+
+def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """The Mann-Whitney U statistic over the positives' average ranks (ties count one half)."""
+    n_positive = int(positive.sum())
+    n_negative = len(positive) - n_positive
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 
 def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    # scikit-learn's one-vs-rest AUC refuses rows that do not sum to one
+    if not _well_formed(y, proba) or (proba.shape[1] > 2 and not np.allclose(proba.sum(axis=1), 1)):
+        if proba.shape[1] == 2:
+            return skm.roc_auc_score(y, proba[:, 1])
+        return skm.roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
     if proba.shape[1] == 2:
-        return skm.roc_auc_score(y, proba[:, 1])
-    return skm.roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
+        return _binary_auc(y == 1, proba[:, 1])
+    # one class against the rest, averaged without weights: scikit-learn's multi_class="ovr"
+    return float(np.mean([_binary_auc(y == label, proba[:, label]) for label in range(proba.shape[1])]))
 
 
 CLASSIFICATION = {
@@ -65,8 +101,16 @@ CLASSIFICATION = {
         lambda y, p: skm.f1_score(y, _labels(p), average="binary" if p.shape[1] == 2 else "macro"),
     ),
 }
+
+
+def _rmse(y: np.ndarray, values: np.ndarray) -> float:
+    if values.ndim != 1 or len(y) != len(values) or not np.isfinite(values).all():
+        return skm.root_mean_squared_error(y, values)
+    return float(np.sqrt(np.mean((y - values) ** 2)))
+
+
 REGRESSION = {
-    "rmse": Metric("rmse", False, lambda y, p: skm.root_mean_squared_error(y, p), scores_values=True),
+    "rmse": Metric("rmse", False, _rmse, scores_values=True),
     "mae": Metric("mae", False, skm.mean_absolute_error, scores_values=True),
     "r2": Metric("r2", True, skm.r2_score, scores_values=True),
 }

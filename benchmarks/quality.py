@@ -62,8 +62,12 @@ def hgb_reference(train: pd.DataFrame, test: pd.DataFrame, target: str, task: st
     return {**score(task, test[target], proba, list(pipeline.classes_)), "seconds": seconds}
 
 
-def run_one(entry: dict, budget: float) -> dict:
-    """autodl on one dataset's training part with `budget` seconds; scored on the fixed test part."""
+def run_one(entry: dict, budget: float, keep_runs: Path | None = None) -> dict:
+    """autodl on one dataset's training part with `budget` seconds; scored on the fixed test part.
+
+    With `keep_runs` the search's output folder is kept there (under the dataset's name), so
+    that its candidates' out-of-fold predictions and fold models can be studied afterwards.
+    """
     from autodl.api import search
 
     frame = pd.read_csv(entry["path"])
@@ -77,7 +81,7 @@ def run_one(entry: dict, budget: float) -> dict:
             time_limit=budget,
             tracking=False,
             test_size=0.0,
-            output_dir=Path(out) / "run",
+            output_dir=(keep_runs / entry["name"]) if keep_runs else Path(out) / "run",
             task=entry["task"],
             reporter=clock,
         )
@@ -138,11 +142,17 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
     parser.add_argument("--output", type=Path, default=RESULTS / "quality.jsonl")
     parser.add_argument("--markdown", type=Path, default=RESULTS / "quality-latest.md")
+    parser.add_argument(
+        "--keep-runs",
+        type=Path,
+        help="keep each search's output folder under this folder (for offline analysis)",
+    )
     parser.add_argument("--single", help=argparse.SUPPRESS)
     args = parser.parse_args()
     entries = load_manifest(args.manifest)
     if args.single:
-        print(json.dumps(run_one(next(e for e in entries if e["name"] == args.single), args.budget)))
+        entry = next(e for e in entries if e["name"] == args.single)
+        print(json.dumps(run_one(entry, args.budget, args.keep_runs)))
         return
     chosen = [e for e in entries if not args.datasets or e["name"] in args.datasets]
     info, records = machine(), []
@@ -157,6 +167,7 @@ def main() -> None:
             str(args.budget),
             "--manifest",
             str(args.manifest),
+            *(["--keep-runs", str(args.keep_runs.resolve())] if args.keep_runs else []),
         ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
