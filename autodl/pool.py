@@ -80,7 +80,7 @@ class CandidatePool:
             self.models[name] = self.store.load_candidate(name).models
         return self.models[name]
 
-    def test_scoring_seconds(self, n_dev: int, n_test: int, n_folds: int, members: int = 3) -> float:
+    def test_scoring_seconds(self, n_dev: int, n_test: int, n_folds: int, *, members: int) -> float:
         """About how long scoring `n_test` rows will take, with the `members` slowest-predicting
         candidates standing for the final model's members (not chosen yet).
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autodl.ensemble import select_ensemble, selection_seconds
+from autodl.ensemble import MAX_MEMBERS, MIN_WEIGHT, keep_heaviest, select_ensemble, selection_seconds
 from autodl.metrics import Metric, resolve_metric
 
 
@@ -50,6 +50,56 @@ def test_on_many_rows_the_blends_are_scored_on_a_stratified_sample():
     assert all(0.01 < rows.mean() < 0.03 for rows in seen)  # the class shares kept
     assert max(weights, key=weights.get) == "model_0"  # the clearly best candidate leads
     assert select_ensemble(oof, y, roc_auc, max_rows=3_000, seed=0) == weights  # seeded: repeatable
+
+
+def near_copies(rows: int, copies: int, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A binary target and candidates that differ from one shared model by a little noise each:
+    equally good in truth, so which one scores best out of fold is luck."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, rows)
+    shared = 2.0 * y - 1 + rng.normal(0, 1.5, rows)
+    views = {}
+    for i in range(copies):
+        p = 1 / (1 + np.exp(-2 * (shared + rng.normal(0, 0.1, rows))))
+        views[f"copy_{i}"] = np.column_stack([1 - p, p])
+    return y, views
+
+
+def test_on_few_rows_candidates_equal_within_noise_share_the_weight():
+    """The winner's curse: on 200 rows the greedy selection on all rows gives two thirds of the
+    blend to whichever copy leads by luck; repeated on bootstrap resamples, the lead is shared."""
+    y, oof = near_copies(200, copies=6)
+    log_loss = resolve_metric("multiclass", "log_loss")
+
+    on_all_rows = select_ensemble(oof, y, log_loss, resamples=0)
+    resampled = select_ensemble(oof, y, log_loss)
+
+    assert max(on_all_rows.values()) > 0.6
+    assert max(resampled.values()) < 0.4 and len(resampled) > len(on_all_rows)
+    assert min(resampled.values()) >= MIN_WEIGHT and sum(resampled.values()) == pytest.approx(1)
+    assert select_ensemble(oof, y, log_loss) == resampled  # seeded: repeatable
+
+
+def test_a_blend_keeps_at_most_the_heaviest_members():
+    y = np.random.default_rng(3).integers(0, 2, 300)
+    oof = noisy_views(y, [2.0] * 20)  # independent errors: every candidate helps a little
+    weights = select_ensemble(oof, y, resolve_metric("binary", None))
+    assert len(weights) <= MAX_MEMBERS and sum(weights.values()) == pytest.approx(1)
+
+    fewer = keep_heaviest(weights, among=set(list(weights)[1:]), most=2)
+    assert list(fewer) == list(weights)[:3]  # the first (not among them) and the two heaviest others
+    assert sum(fewer.values()) == pytest.approx(1)
+
+
+def test_the_prior_alone_stays_alone_when_nothing_beats_it():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    prior = np.full((300, 2), 0.5)
+    unrelated = rng.dirichlet([1, 1], 300)  # confident and wrong half the time
+    oof = {"dummy": prior, "noise": unrelated}
+    assert select_ensemble(oof, y, resolve_metric("multiclass", "log_loss"), keep_alone="dummy") == {
+        "dummy": 1.0
+    }
 
 
 def test_when_no_model_beats_the_prior_the_final_model_is_the_dummy_and_says_so(tmp_path):

@@ -224,7 +224,9 @@ def test_test_scoring_time_is_projected_from_the_slowest_out_of_fold_predictions
         pool.add(
             name, "baseline", CVResult([0.8], np.zeros(300), [], 1.0, predict_seconds=seconds), persist=False
         )
-    assert pool.test_scoring_seconds(n_dev=300, n_test=100, n_folds=5) == pytest.approx(3.5 * 5 * 100 / 300)
+    assert pool.test_scoring_seconds(n_dev=300, n_test=100, n_folds=5, members=3) == pytest.approx(
+        3.5 * 5 * 100 / 300
+    )
 
 
 def test_the_keras_search_leaves_the_final_stage_its_time(tmp_path):
