@@ -666,7 +666,6 @@ def _finalize(
 ) -> SearchResult:
     dev, metric, dataset = prepared.dev, prepared.metric, prepared.dataset
     oof, y_held_out = _held_out_predictions(dev, pool.oof)
-    weights = {pool.best(): 1.0}
     if config.final == "ensemble":
         weights = select_ensemble(
             {name: oof[name] for name in pool.blendable()},
@@ -677,6 +676,8 @@ def _finalize(
         )
         keras = {name for name in weights if pool.family[name] == "keras"}
         weights = keep_heaviest(weights, keras, MAX_KERAS_MEMBERS)
+    else:
+        weights = {pool.best(): 1.0}
     cv_score = metric(y_held_out, blend(oof, weights))
     no_better = set(weights) == {REFERENCE}
     model = TabularModel(
