@@ -24,6 +24,9 @@ MAX_CONSECUTIVE_FAILURES = 5
 # What run_keras_search returns when this process has run its share of trials and a fresh
 # process should take over the search (see autodl.tuning.workers).
 HANDOVER = "this process ran its share of trials"
+FIRST_EPOCH_ATTR = "seconds_to_first_epoch"  # a complete trial's, kept in the study
+# What a fresh trial process spends before its first trial (TensorFlow's import: 5-8 s here).
+PROCESS_START_SECONDS = 10.0
 
 
 @dataclass
@@ -138,6 +141,17 @@ def finished_trials(study) -> int:
     return len(study.get_trials(deepcopy=False, states=done))
 
 
+def _quickest_start(study) -> float:
+    """The least time a complete trial of the study needed to get through its first epoch."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return min(
+        (t.user_attrs[FIRST_EPOCH_ATTR] for t in complete if FIRST_EPOCH_ATTR in t.user_attrs),
+        default=math.inf,
+    )
+
+
 class TrialSource(Protocol):
     """Turns an Optuna trial into a cross-validated model; `report(step, value, text)` may prune."""
 
@@ -240,8 +254,20 @@ def run_keras_search(
     finished_here = 0
     # The least time an earlier trial needed to get through its first epoch: with less left, a
     # new trial would be cut before it has a model (and its set-up would run past the deadline).
-    quickest_start = math.inf
+    # Read from the study, so that a process taking the search over near the deadline knows it
+    # (a fresh one started a last trial 7 s past a 300 s limit).
+    quickest_start = _quickest_start(study)
     stop = {"reason": "time limit reached"}
+
+    def too_little_left() -> str | None:
+        """Why no trial can start: less time left than the quickest one needed for its first epoch."""
+        left = budget.seconds_left()
+        if quickest_start < math.inf and left < quickest_start:
+            return (
+                f"time limit reached: the {left:.1f} s left are less than the quickest "
+                f"trial needed for its first epoch ({quickest_start:.1f} s)"
+            )
+        return None
 
     def objective(trial) -> float:
         if budget.seconds_left() <= 0:
@@ -274,6 +300,8 @@ def run_keras_search(
             trial.set_user_attr("reason", f"time limit reached after epoch {epochs}: best epochs so far kept")
         trial.set_user_attr("fold_scores", result.fold_scores)
         trial.set_user_attr("fit_seconds", result.fit_seconds)
+        if result.seconds_to_first_epoch is not None:
+            trial.set_user_attr(FIRST_EPOCH_ATTR, result.seconds_to_first_epoch)
         cv_results[trial.number] = result
         return result.mean
 
@@ -311,12 +339,16 @@ def run_keras_search(
             stop["reason"] = (
                 "time limit reached: the last trial stopped with less than one of its epochs left"
             )
-        elif quickest_start < math.inf and budget.seconds_left() < quickest_start:
-            stop["reason"] = (
-                f"time limit reached: the {budget.seconds_left():.1f} s left are less than the quickest "
-                f"trial needed for its first epoch ({quickest_start:.1f} s)"
-            )
-        elif process_trials is not None and finished_here >= process_trials:
+        elif (late := too_little_left()) is not None:
+            stop["reason"] = late
+        elif (
+            process_trials is not None
+            and finished_here >= process_trials
+            and budget.seconds_left()
+            > PROCESS_START_SECONDS + (quickest_start if quickest_start < math.inf else 0)
+        ):
+            # near the deadline this process goes on instead: a fresh one would spend what is
+            # left importing TensorFlow, and its last trial would end past the deadline
             stop["reason"] = HANDOVER
         else:
             return
@@ -326,6 +358,8 @@ def run_keras_search(
         return f"trial budget already reached ({budget.trials} trials)"
     if budget.seconds_left() <= 0:  # e.g. a fresh process that took over just before the deadline
         return "time limit reached"
+    if (late := too_little_left()) is not None:
+        return late
     timeout = None if budget.deadline is None else max(0.0, budget.seconds_left())
     # each trial starts by freeing the previous models (release_keras_memory), so Optuna need not collect too
     try:

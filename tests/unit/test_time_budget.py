@@ -446,3 +446,90 @@ def test_no_keras_search_starts_when_the_capacity_check_ran_past_its_deadline(tm
     assert reason == "time limit reached during the capacity check, before the Keras search"
     assert reporter.names == []
     assert not (tmp_path / "study.journal").exists()
+
+
+class _QuickTrials:
+    """A trial source whose trials complete at once, each having taken `first_epoch` seconds to
+    its first epoch (as the study then records); `started` counts them."""
+
+    def __init__(self, first_epoch: float) -> None:
+        self.first_epoch = first_epoch
+        self.started = 0
+
+    def evaluate(self, trial, data, metric, *, seed, deadline, report):
+        from autodl.tuning.cv import CVResult
+
+        self.started += 1
+        details = [{"train_seconds": self.first_epoch, "epochs": 1}]
+        return CVResult([0.8], np.zeros(4), [], self.first_epoch, fold_details=details)
+
+
+def _study(tmp_path):
+    from autodl.tuning.engine import open_study
+
+    metric = resolve_metric("binary", None)
+    return metric, open_study(
+        storage_path=tmp_path / "study.journal", study_name="s", metric=metric, seed=0, resume=False
+    )
+
+
+def test_a_process_taking_the_search_over_starts_no_trial_it_cannot_get_through_an_epoch_of(tmp_path):
+    """A fresh process (handed the search near its deadline) knows from the study how long the
+    quickest trial took to its first epoch, and starts none with less time left than that."""
+    from autodl.tuning.engine import Budget, run_keras_search
+
+    metric, study = _study(tmp_path)
+    earlier = _QuickTrials(first_epoch=5.0)
+    run_keras_search(
+        study,
+        trials=earlier,
+        data=None,
+        metric=metric,
+        budget=Budget(1, None),
+        seed=0,
+        on_outcome=lambda *_: None,
+    )
+    assert earlier.started == 1
+
+    fresh = _QuickTrials(first_epoch=5.0)
+    reason = run_keras_search(
+        study,
+        trials=fresh,
+        data=None,
+        metric=metric,
+        budget=Budget(None, time.monotonic() + 2.0),
+        seed=0,
+        on_outcome=lambda *_: None,
+    )
+    assert fresh.started == 0
+    assert reason.startswith("time limit reached: the ") and "first epoch (5.0 s)" in reason
+
+
+def test_near_the_deadline_a_process_goes_on_instead_of_handing_the_search_over(tmp_path):
+    """A fresh process would spend what is left importing TensorFlow (PROCESS_START_SECONDS)."""
+    from autodl.tuning.engine import HANDOVER, PROCESS_START_SECONDS, Budget, run_keras_search
+
+    metric, study = _study(tmp_path)
+    far = run_keras_search(
+        study,
+        trials=_QuickTrials(0.01),
+        data=None,
+        metric=metric,
+        budget=Budget(10, time.monotonic() + 60 + PROCESS_START_SECONDS),
+        seed=0,
+        on_outcome=lambda *_: None,
+        process_trials=1,
+    )
+    near_trials = _QuickTrials(0.01)
+    near = run_keras_search(
+        study,
+        trials=near_trials,
+        data=None,
+        metric=metric,
+        budget=Budget(3, time.monotonic() + PROCESS_START_SECONDS / 2),
+        seed=0,
+        on_outcome=lambda *_: None,
+        process_trials=1,
+    )
+    assert far == HANDOVER
+    assert near == "trial budget reached (3 trials)" and near_trials.started == 2
