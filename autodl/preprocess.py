@@ -168,6 +168,40 @@ def _as_text(values: pd.Series) -> list[str]:
     return values.astype(object).where(values.notna(), "").astype(str).tolist()
 
 
+class ValueCounts(BaseEstimator, TransformerMixin):
+    """Each mostly-unique label column as log(1 + how many training rows hold the row's label).
+
+    A label unseen in training counts 1 (the row alone), a missing one 0, so that whether a
+    value is present is kept too. The log keeps one very common label from squashing the rest
+    once scaled; trees are indifferent to it.
+    """
+
+    def fit(self, X, y=None):
+        frame = pd.DataFrame(X)
+        self.n_features_in_ = frame.shape[1]
+        self.feature_names_in_ = np.asarray(frame.columns.astype(str), dtype=object)
+        # Plain dicts of label -> count: skops saves them under its allow-list, unlike a Series.
+        self.counts_ = [
+            {str(label): int(n) for label, n in frame.iloc[:, i].value_counts(dropna=True).items()}
+            for i in range(frame.shape[1])
+        ]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        frame = pd.DataFrame(X)
+        out = np.empty((len(frame), frame.shape[1]), dtype=np.float32)
+        for i, counts in enumerate(self.counts_):
+            values = frame.iloc[:, i].astype(object)
+            present = values.notna()
+            shared = values.where(present, "").astype(str).map(counts).astype(float).fillna(1.0)
+            out[:, i] = np.log1p(shared.where(present, 0.0).to_numpy(dtype=float))
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        names = input_features if input_features is not None else self.feature_names_in_
+        return np.asarray([f"{name}_log_count" for name in names], dtype=object)
+
+
 class ShiftCodes(_OneToOne):
     """Ordinal codes + 1, so code 0 means an unseen or unknown category (an embedding row of its own)."""
 
@@ -214,7 +248,8 @@ def build_preprocessor(
     (rare and unseen categories grouped); float32 output. "embedding": the same for numbers, categories as
     integer codes placed last (0 = unseen) for embedding layers. "tree": numbers kept with
     their missing values, categories ordinal-encoded, unseen categories as missing. Free text
-    becomes TextComponents in every style (scaled, but for "tree").
+    becomes TextComponents and mostly-unique labels ValueCounts in every style (scaled, but
+    for "tree").
     `numeric_scaling` (not for "tree"): "standard" (zero mean, unit variance) or "quantile"
     (`NormalQuantiles`).
     """
@@ -223,7 +258,7 @@ def build_preprocessor(
     if numeric_scaling not in NUMERIC_SCALINGS:
         raise ValueError(f"numeric_scaling must be one of {NUMERIC_SCALINGS}, got {numeric_scaling!r}")
     if style == "tree":
-        numbers, dates, text = ToNumbers(), DatetimeFeatures(), TextComponents()
+        numbers, dates, text, frequency = ToNumbers(), DatetimeFeatures(), TextComponents(), ValueCounts()
         labels = make_pipeline(
             ToLabels(),
             OrdinalEncoder(
@@ -247,6 +282,7 @@ def build_preprocessor(
             AsFloat32(),
         )
         text = make_pipeline(TextComponents(), StandardScaler(), AsFloat32())
+        frequency = make_pipeline(ValueCounts(), StandardScaler(), AsFloat32())
         if style == "dense":
             encoder = OneHotEncoder(
                 handle_unknown="infrequent_if_exist",
@@ -261,13 +297,19 @@ def build_preprocessor(
                 handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=MIN_CATEGORY_FREQUENCY
             )
             labels = make_pipeline(ToLabels(), encoder, ShiftCodes())
-    columns = {kind: profile.names(kind) for kind in ("numeric", "categorical", "datetime", "text")}
-    transformers = {"numeric": numbers, "categorical": labels, "datetime": dates, "text": text}
+    transformers = {
+        "numeric": numbers,
+        "categorical": labels,
+        "datetime": dates,
+        "text": text,
+        "frequency": frequency,
+    }
+    columns = {kind: profile.names(kind) for kind in transformers}
     # Category codes come last, so an embedding network can split them off the numeric block.
     order = (
-        ("numeric", "datetime", "text", "categorical")
+        ("numeric", "datetime", "text", "frequency", "categorical")
         if style == "embedding"
-        else ("numeric", "categorical", "datetime", "text")
+        else ("numeric", "categorical", "datetime", "text", "frequency")
     )
     parts = [(kind, transformers[kind], columns[kind]) for kind in order if columns[kind]]
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
@@ -316,5 +358,5 @@ def tree_categorical_mask(profile: TableProfile) -> list[bool]:
     return (
         [False] * len(profile.names("numeric"))
         + [c.n_unique <= NATIVE_CATEGORY_LEVELS for c in categorical]
-        + [False] * (n_dates + n_text)
+        + [False] * (n_dates + n_text + len(profile.names("frequency")))
     )

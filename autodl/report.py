@@ -16,7 +16,13 @@ from autodl.result import CandidateOutcome, SearchResult, leaderboard_frame
 from autodl.tracking.base import redact
 
 MAX_COLUMN_ROWS = 40
-KIND_STYLE = {"numeric": "cyan", "categorical": "magenta", "datetime": "blue"}
+KIND_STYLE = {
+    "numeric": "cyan",
+    "categorical": "magenta",
+    "datetime": "blue",
+    "text": "green",
+    "frequency": "yellow",
+}
 
 
 class RichReporter(Reporter):

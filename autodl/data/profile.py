@@ -11,8 +11,10 @@ import pandas as pd
 from autodl.data.numbers import parse_numbers, writes_decimal_comma
 from autodl.errors import DataError
 
-MODELED_KINDS = ("numeric", "categorical", "datetime", "text")
+MODELED_KINDS = ("numeric", "categorical", "datetime", "text", "frequency")
 ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^id[_\W]|identifier", re.IGNORECASE)
+# camelCase names: PassengerId, customerID (case-sensitive, so that "paid" or "valid" are not).
+CAMEL_ID_NAME = re.compile(r"[a-z](Id|ID)$")
 DATE_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?")
 TEXT_MIN_WORDS = 3.0
 SAMPLE = 2000
@@ -85,7 +87,7 @@ def _profile_column(name: str, values: pd.Series) -> ColumnProfile:
         return decided("datetime", "datetime values")
     if pd.api.types.is_numeric_dtype(values):
         return _profile_numeric(name, present, decided)
-    return _profile_strings(name, present.astype(str), decided)
+    return _profile_strings(name, present.astype(str), n_missing, decided)
 
 
 def _profile_numeric(name, present: pd.Series, decided) -> ColumnProfile:
@@ -94,13 +96,14 @@ def _profile_numeric(name, present: pd.Series, decided) -> ColumnProfile:
     integral = bool(np.all(np.isfinite(numbers)) and np.all(np.mod(numbers, 1) == 0))
     if all_unique and integral and len(present) >= 20:
         ordered = present.is_monotonic_increasing or present.is_monotonic_decreasing
-        if ID_NAME.search(name) or ordered:
-            why = "name looks like an identifier" if ID_NAME.search(name) else "values run in order"
+        id_name = bool(ID_NAME.search(name) or CAMEL_ID_NAME.search(name))
+        if id_name or ordered:
+            why = "name looks like an identifier" if id_name else "values run in order"
             return decided("id", f"every value is a distinct integer and the {why}")
     return decided("numeric", f"numbers ({present.nunique()} distinct)")
 
 
-def _profile_strings(name: str, present: pd.Series, decided) -> ColumnProfile:
+def _profile_strings(name: str, present: pd.Series, n_missing: int, decided) -> ColumnProfile:
     sample = present.sample(min(SAMPLE, len(present)), random_state=0)
     n_unique = present.nunique()
     if sample.str.match(DATE_LIKE).mean() > 0.9:
@@ -128,10 +131,17 @@ def _profile_strings(name: str, present: pd.Series, decided) -> ColumnProfile:
             "text",
             f"free text (about {mean_words:.0f} words a value): word frequencies, reduced to a few numbers",
         )
-    if n_unique == len(present) and len(present) >= 20:
-        return decided("id", "every value is distinct, so it cannot generalise")
     if n_unique > 0.5 * len(present) and len(present) >= 20:
-        return decided("id", f"{n_unique} distinct values in {len(present)} rows: mostly unique labels")
+        # Mostly unique labels cannot generalise as categories, but how many rows share a label
+        # (a ticket's party, a cabin's family) or whether it is missing at all often does.
+        if n_unique == len(present) and not n_missing:
+            return decided("id", "every value is distinct, so it cannot generalise")
+        gaps = f", {n_missing} missing" if n_missing else ""
+        return decided(
+            "frequency",
+            f"{n_unique} distinct values in {len(present)} rows{gaps}: mostly unique labels, "
+            "used only as how many rows share each value (0 if missing)",
+        )
     return decided("categorical", f"labels ({n_unique} distinct)")
 
 

@@ -183,6 +183,15 @@ def test_profile_shuffled_integers_without_id_name_are_numeric():
     assert _kinds(pd.DataFrame({"count": values, "x": np.arange(40) % 3}))["count"] == "numeric"
 
 
+def test_profile_camel_case_id_names_are_identifiers():
+    values = np.random.default_rng(0).permutation(40) + 1
+    kinds = _kinds(
+        pd.DataFrame({"PassengerId": values, "customerID": values, "paid": values, "x": values % 3})
+    )
+    assert kinds["PassengerId"] == "id" and kinds["customerID"] == "id"
+    assert kinds["paid"] == "numeric"
+
+
 def test_profile_missing_values_are_counted():
     frame = pd.DataFrame({"x": [1.0, np.nan, 3.0, np.nan], "c": ["a", None, "b", "a"]})
     columns = {column.name: column for column in profile_columns(frame).columns}
