@@ -38,6 +38,7 @@ def select_ensemble(
     *,
     resamples: int = RESAMPLES,
     keep_alone: str | None = None,
+    clusters: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Weights (summing to 1) of the candidates whose averaged OOF predictions score best.
 
@@ -49,23 +50,32 @@ def select_ensemble(
     averaged and members under MIN_WEIGHT dropped; unless the selection on all rows keeps only
     `keep_alone` (the dummy reference: no model beat it), which then stays alone. At most
     MAX_MEMBERS members are kept, the heaviest.
+
+    `clusters` (one label per row) makes the resamples draw whole clusters with replacement:
+    the groups of a grouped search, or blocks of consecutive rows of a time-ordered one, whose
+    rows are not independent draws. A resample that misses a class is drawn again.
     """
     stratify = next(iter(oof.values())).ndim == 2
     rows = sample_rows(y, max_rows, stratify=stratify, seed=seed)
     if rows is not None:
         oof, y = {name: values[rows] for name, values in oof.items()}, y[rows]
+        clusters = None if clusters is None else clusters[rows]
     weights = Counter(_greedy(oof, y, metric, rounds))
-    least = 0.0
-    if resamples and len(y) <= RESAMPLED_ROWS and set(weights) != {keep_alone}:
-        rng = np.random.default_rng(seed)
-        weights, least = Counter(), MIN_WEIGHT
-        for _ in range(resamples):
-            rows = _bootstrap(y, stratify, rng)
-            resample = {name: values[rows] for name, values in oof.items()}
-            for name, weight in _greedy(resample, y[rows], metric, min(rounds, RESAMPLE_ROUNDS)).items():
-                weights[name] += weight / resamples
-    kept = {name: weight for name, weight in weights.most_common(MAX_MEMBERS) if weight >= least}
-    return _normalized(kept or dict(weights.most_common(1)))
+    if not resamples or len(y) > RESAMPLED_ROWS or set(weights) == {keep_alone}:
+        return _normalized(dict(weights.most_common(MAX_MEMBERS)))
+    draw = _Resampler(y, stratify, clusters, np.random.default_rng(seed))
+    averaged, drawn = Counter(), 0
+    for _ in range(resamples):
+        rows = draw()
+        if rows is None:
+            continue
+        drawn += 1
+        resample = {name: values[rows] for name, values in oof.items()}
+        averaged.update(_greedy(resample, y[rows], metric, min(rounds, RESAMPLE_ROUNDS)))
+    if not drawn:  # no resample held every class: too few clusters to resample
+        return _normalized(dict(weights.most_common(MAX_MEMBERS)))
+    kept = {name: w / drawn for name, w in averaged.most_common(MAX_MEMBERS) if w / drawn >= MIN_WEIGHT}
+    return _normalized(kept or dict(averaged.most_common(1)))
 
 
 def keep_heaviest(weights: dict[str, float], among: set[str], most: int) -> dict[str, float]:
@@ -100,11 +110,38 @@ def _greedy(oof: dict[str, np.ndarray], y: np.ndarray, metric: Metric, rounds: i
     return {name: count / total for name, count in chosen.most_common()}
 
 
-def _bootstrap(y: np.ndarray, stratify: bool, rng: np.random.Generator) -> np.ndarray:
-    """Row indices drawn with replacement, each class keeping its count when stratified."""
-    if not stratify:
-        return rng.integers(0, len(y), len(y))
-    return np.concatenate([rng.choice(members, size=len(members)) for members in _class_members(y)])
+class _Resampler:
+    """Draws bootstrap resamples of the rows: whole clusters when given, else rows (within each
+    class when stratified)."""
+
+    TRIES = 10  # draws of clusters until one holds every class
+
+    def __init__(
+        self, y: np.ndarray, stratify: bool, clusters: np.ndarray | None, rng: np.random.Generator
+    ) -> None:
+        self.y, self.stratify, self.rng = y, stratify, rng
+        self.classes = len(np.unique(y)) if stratify else 0
+        if clusters is None:
+            self.members = None
+        else:
+            order = np.argsort(clusters, kind="stable")
+            starts = np.flatnonzero(np.r_[True, clusters[order][1:] != clusters[order][:-1]])
+            self.members = np.split(order, starts[1:])
+
+    def __call__(self) -> np.ndarray | None:
+        """Row indices of one resample; None when no draw of clusters held every class."""
+        if self.members is None:
+            if not self.stratify:
+                return self.rng.integers(0, len(self.y), len(self.y))
+            return np.concatenate(
+                [self.rng.choice(members, size=len(members)) for members in _class_members(self.y)]
+            )
+        for _ in range(self.TRIES):
+            picked = self.rng.integers(0, len(self.members), len(self.members))
+            rows = np.concatenate([self.members[i] for i in picked])
+            if not self.classes or len(np.unique(self.y[rows])) == self.classes:
+                return rows
+        return None
 
 
 def _class_members(y: np.ndarray) -> list[np.ndarray]:

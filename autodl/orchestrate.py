@@ -7,6 +7,7 @@ data -> task/profile -> holdout + folds -> baselines -> Keras search -> final mo
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import time
@@ -299,6 +300,7 @@ def _prepare(config: SearchConfig, data: str | Path | pd.DataFrame) -> Prepared:
         dataset.task.kind,
         dataset.task.n_classes,
         dev_times,
+        None if groups is None else groups[holdout.dev],
     )
     space, trials = trial_source(config) if config.trials != 0 else (None, None)
     return Prepared(frame, source, dataset, metric, metric_reason, space, trials, baselines, holdout, dev)
@@ -661,6 +663,21 @@ def _held_out_predictions(
     return {name: values[rows] for name, values in oof.items()}, dev.y[rows]
 
 
+def _resampling_clusters(dev: DevData) -> np.ndarray | None:
+    """Labels of the held-out rows that the ensemble's bootstrap must draw together: the groups
+    of a grouped search; blocks of about sqrt(n) consecutive rows of a time-ordered one (nearby
+    rows are alike); None when rows are independent draws."""
+    rows = dev.held_out
+    if dev.groups is not None:
+        return dev.groups[rows]
+    if dev.times is None:
+        return None
+    block = max(1, math.ceil(math.sqrt(len(rows))))
+    clusters = np.empty(len(rows), dtype=np.int64)
+    clusters[np.argsort(dev.times[rows], kind="stable")] = np.arange(len(rows)) // block
+    return clusters
+
+
 def _finalize(
     config, prepared: Prepared, pool, outcomes, output_dir, stop_reason, interrupted, started, tracker
 ) -> SearchResult:
@@ -673,6 +690,7 @@ def _finalize(
             metric,
             seed=config.seed,
             keep_alone=REFERENCE,
+            clusters=_resampling_clusters(dev),
         )
         keras = {name for name in weights if pool.family[name] == "keras"}
         weights = keep_heaviest(weights, keras, MAX_KERAS_MEMBERS)

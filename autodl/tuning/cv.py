@@ -63,6 +63,7 @@ class DevData:
     task: str
     n_classes: int
     times: np.ndarray | None = None  # of the rows, when the folds are time-ordered (--time-column)
+    groups: np.ndarray | None = None  # of the rows, when the folds keep groups whole (--group-column)
 
     @functools.cached_property
     def held_out(self) -> np.ndarray:

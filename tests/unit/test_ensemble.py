@@ -163,3 +163,35 @@ def test_the_time_set_aside_for_the_selection_covers_every_round_over_every_cand
     oof = noisy_views(y, [1.0, 1.5, 2.0, 3.0])
     assert selection_seconds(oof, y, metric, rounds=5) >= 5 * len(oof) * 0.002
     assert selection_seconds({"model_0": oof["model_0"]}, y, metric) == 0.0  # nothing to choose
+
+
+def _leads_on_one_group(seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """10 groups of 20 rows. "one_group" is exact on group 0 and slightly worse than "steady"
+    everywhere else (the same errors, scaled by 1.1); over all rows "one_group" is better, by
+    group 0 alone."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(10), 20)
+    y = rng.normal(size=200)
+    errors = rng.normal(0, 0.5, 200)
+    errors[groups == 0] = rng.normal(0, 1.0, 20)
+    one_group = np.where(groups == 0, y, y + 1.1 * errors)
+    return y, {"steady": y + errors, "one_group": one_group}, groups
+
+
+def test_a_grouped_resample_draws_whole_groups_so_a_lead_on_one_group_is_not_trusted():
+    y, oof, groups = _leads_on_one_group()
+    metric = resolve_metric("regression", None)
+    assert metric(y, oof["one_group"]) < metric(y, oof["steady"])  # better on all rows
+    by_rows = select_ensemble(oof, y, metric)
+    by_groups = select_ensemble(oof, y, metric, clusters=groups)
+    # Row resamples all hold ~20 rows of group 0, so "one_group" leads them all; about a third
+    # of the group resamples lack group 0, and "steady" leads those.
+    assert by_groups["steady"] > by_rows.get("steady", 0.0) + 0.1
+
+
+def test_a_grouped_resample_that_misses_a_class_is_drawn_again():
+    groups = np.repeat(np.arange(10), 20)
+    y = (groups == 0).astype(int)  # the positive class lives in one group
+    oof = noisy_views(y, [1.0, 1.2])
+    weights = select_ensemble(oof, y, resolve_metric("binary", None), clusters=groups)
+    assert weights and abs(sum(weights.values()) - 1) < 1e-12

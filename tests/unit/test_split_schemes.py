@@ -12,7 +12,9 @@ import pytest
 from autodl.config import SearchConfig
 from autodl.data.dataset import build_dataset
 from autodl.errors import ConfigError, DataError
+from autodl.orchestrate import _resampling_clusters
 from autodl.split import check_split_classes, held_out_rows, holdout_split, make_folds
+from autodl.tuning.cv import DevData
 from tests.cli_harness import QUICK, run_cli
 
 
@@ -142,6 +144,26 @@ def test_grouping_and_time_order_are_exclusive_and_time_order_is_not_repeated():
         SearchConfig(target="y", group_column="a", time_column="b")
     with pytest.raises(ConfigError, match="time-ordered folds \\(--time-column\\) have one order"):
         SearchConfig(target="y", time_column="b", repeats=2)
+
+
+def test_the_ensemble_resamples_whole_groups_or_blocks_of_consecutive_times():
+    groups, y = _groups()
+    times = np.random.default_rng(1).permutation(len(y)).astype(float)
+    folds = make_folds(y, folds=4, repeats=1, stratify=False, seed=0, groups=groups)
+    grouped = DevData(pd.DataFrame({"x": y}), y, folds, None, "binary", 2, groups=groups)
+    np.testing.assert_array_equal(_resampling_clusters(grouped), groups[grouped.held_out])
+    folds = make_folds(y, folds=4, repeats=1, stratify=False, seed=0, times=times)
+    ordered = DevData(pd.DataFrame({"x": y}), y, folds, None, "binary", 2, times=times)
+    clusters = _resampling_clusters(ordered)
+    held_times = times[ordered.held_out]
+    block = int(np.ceil(np.sqrt(len(held_times))))
+    assert np.bincount(clusters).max() == block
+    for label in np.unique(clusters):  # each block is a run of consecutive times
+        inside = np.sort(held_times[clusters == label])
+        others = held_times[clusters != label]
+        assert not ((others > inside[0]) & (others < inside[-1])).any()
+    rows = DevData(pd.DataFrame({"x": y}), y, folds, None, "binary", 2)
+    assert _resampling_clusters(rows) is None
 
 
 def test_a_time_ordered_search_scores_its_blend_on_the_rows_some_fold_held_out(tmp_path):
