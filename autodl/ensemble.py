@@ -119,8 +119,8 @@ class _Resampler:
     def __init__(
         self, y: np.ndarray, stratify: bool, clusters: np.ndarray | None, rng: np.random.Generator
     ) -> None:
-        self.y, self.stratify, self.rng = y, stratify, rng
-        self.classes = len(np.unique(y)) if stratify else 0
+        self.y, self.rng = y, rng
+        self.class_rows = _class_members(y) if stratify else None
         if clusters is None:
             self.members = None
         else:
@@ -131,15 +131,13 @@ class _Resampler:
     def __call__(self) -> np.ndarray | None:
         """Row indices of one resample; None when no draw of clusters held every class."""
         if self.members is None:
-            if not self.stratify:
+            if self.class_rows is None:
                 return self.rng.integers(0, len(self.y), len(self.y))
-            return np.concatenate(
-                [self.rng.choice(members, size=len(members)) for members in _class_members(self.y)]
-            )
+            return np.concatenate([self.rng.choice(rows, size=len(rows)) for rows in self.class_rows])
         for _ in range(self.TRIES):
             picked = self.rng.integers(0, len(self.members), len(self.members))
             rows = np.concatenate([self.members[i] for i in picked])
-            if not self.classes or len(np.unique(self.y[rows])) == self.classes:
+            if self.class_rows is None or len(np.unique(self.y[rows])) == len(self.class_rows):
                 return rows
         return None
 

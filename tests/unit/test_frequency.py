@@ -6,14 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autodl.candidates.baselines import baseline_candidates
 from autodl.data.dataset import build_dataset
 from autodl.data.profile import profile_columns
-from autodl.metrics import resolve_metric
 from autodl.model import _load_skops, dump_skops
 from autodl.preprocess import ValueCounts, build_preprocessor, tree_categorical_mask
-from autodl.split import make_folds
-from autodl.tuning.cv import DevData, cross_validate
+from tests.cv_harness import baseline_cv
 
 
 def parties(n_parties: int = 150, seed: int = 0) -> pd.DataFrame:
@@ -72,10 +69,6 @@ def test_a_frequency_column_keeps_its_place_and_saves_under_the_allow_list(style
 
 @pytest.mark.parametrize("name", ["linear", "hist_gradient_boosting"])
 def test_a_target_carried_by_how_many_rows_share_a_label_is_learned(name):
-    dataset = build_dataset(parties(), target="survived", task="binary", folds=3, test_size=0.0)
-    folds = make_folds(dataset.y, folds=3, repeats=1, stratify=True, seed=0)
-    dev = DevData(dataset.features, dataset.y, folds, dataset.profile, "binary", 2)
-    candidate = next(c for c in baseline_candidates("binary", len(dev.y), 0) if c.name == name)
-    cv = cross_validate(candidate, dev, resolve_metric("binary", None))
+    cv = baseline_cv(parties(), "survived", name)
     # A party wholly in one validation fold looks like lone travellers there, hence not ~1.
     assert cv.mean > 0.75  # the noise column alone gives ~0.5
