@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.dummy import DummyClassifier, DummyRegressor
@@ -11,7 +12,7 @@ from sklearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
@@ -27,6 +28,11 @@ SVM_MAX_ROWS = 5000
 LINEAR_FIRST_ROWS = 10_000
 FOREST_FULL_ROWS = 20_000
 FOREST_SAMPLE_ROWS = 50_000
+# Up to this many rows the linear model picks its regularization by an inner CV on each training
+# fold; above it the data outweighs the penalty and the inner fits would cost minutes.
+LINEAR_TUNED_ROWS = 20_000
+LOGISTIC_CS = tuple(float(c) for c in np.logspace(-1.5, 2, 6))  # 0.03 .. 100
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 11))  # 0.01 .. 1000
 
 
 HGB_TUNED = {
@@ -56,6 +62,50 @@ def _hgb(classification: bool, seed: int, **params):
         return cls(categorical_features=mask if any(mask) else None, random_state=seed, **params)
 
     return make
+
+
+def _linear(classification: bool, tuned: bool) -> Candidate:
+    """Logistic regression or ridge; with `tuned`, its penalty chosen on each training fold.
+
+    No single penalty suits all tables: 5-fold CV log loss with C=1 against C picked by a 3-fold
+    inner CV: iris 0.177 -> 0.086, penguins 0.043 -> 0.005, heating 1.21 -> 1.14, bfi 1.49 ->
+    1.37; lending_club's AUC 0.698 -> 0.738 (stronger penalty on its many one-hot columns). The
+    inner CV scores log loss on every classification task: calibrated probabilities are what the
+    ensemble blends. Ridge's alpha costs nothing extra (efficient leave-one-out).
+    """
+    if classification and tuned:
+        params = {
+            "model": "logistic_regression_cv",
+            "Cs": [round(c, 3) for c in LOGISTIC_CS],
+            "inner_folds": 3,
+        }
+
+        def make(profile):
+            return LogisticRegressionCV(
+                Cs=list(LOGISTIC_CS),
+                cv=3,
+                l1_ratios=(0.0,),
+                scoring="neg_log_loss",
+                max_iter=5000,
+                use_legacy_attributes=False,
+            )
+    elif classification:
+        params = {"model": "logistic_regression", "C": 1.0}
+
+        def make(profile):
+            return LogisticRegression(C=1.0, max_iter=2000)
+    elif tuned:
+        params = {"model": "ridge_cv", "alphas": [round(a, 3) for a in RIDGE_ALPHAS]}
+
+        def make(profile):
+            return RidgeCV(alphas=RIDGE_ALPHAS)
+    else:
+        params = {"model": "ridge", "alpha": 1.0}
+
+        def make(profile):
+            return Ridge(alpha=1.0)
+
+    return Candidate("linear", "baseline", "dense", make, params)
 
 
 def forest_settings(n_rows: int, n_jobs: int) -> dict:
@@ -99,13 +149,7 @@ def baseline_candidates(
             {"strategy": "prior" if clf else "mean"},
         ),
         Candidate("hist_gradient_boosting", "baseline", "tree", _hgb(clf, seed), {"defaults": True}),
-        Candidate(
-            "linear",
-            "baseline",
-            "dense",
-            lambda p: LogisticRegression(C=1.0, max_iter=2000) if clf else Ridge(alpha=1.0),
-            {"model": "logistic_regression" if clf else "ridge", "C" if clf else "alpha": 1.0},
-        ),
+        _linear(clf, tuned=n_rows <= LINEAR_TUNED_ROWS),
         Candidate(
             "hist_gradient_boosting_tuned",
             "baseline",
