@@ -127,8 +127,8 @@ def baseline_candidates(
     dummy: the strongest baseline per second on most tables, and the first model gets the most
     room from the time guard, so on data large for the budget it is the one that gets to finish
     (a linear model on a wide one-hot matrix can take as long). On fewer rows the linear model
-    goes first: it takes well under a second there, and on a few dozen rows HGB's defaults
-    (20 rows a leaf) cannot split at all. The rest follow roughly cheapest first.
+    goes first: a second or two there (its inner CV included), and on a few dozen rows HGB's
+    defaults (20 rows a leaf) cannot split at all. The rest follow roughly cheapest first.
 
     A regression target that is never negative (counts, prices, amounts) also gets the tuned
     gradient boosting with a Poisson loss (log link): multiplicative effects fit in fewer splits
