@@ -188,6 +188,11 @@ def test_final_model_built_from_stored_candidates_stands_alone(binary, tmp_path)
         tmp_path / "run" / "candidates" / "keras_trial_0" / "models" / "fold_0" / "keras" / "network.npz"
     ).is_file()
     assert (tmp_path / "model" / "member_1" / "fold_0" / "keras" / "model.keras").is_file()
+    # its preprocessing is the stored file, not serialized again (a text vocabulary takes seconds)
+    stored_preprocessing = (
+        tmp_path / "run" / "candidates" / "keras_trial_0" / "models" / "fold_1" / "preprocess.skops"
+    )
+    assert (tmp_path / "model" / "member_1" / "fold_1" / "preprocess.skops").samefile(stored_preprocessing)
     shutil.rmtree(tmp_path / "run")
     assert_same_predictions(model, TabularModel.load(tmp_path / "model"), raw_rows(dataset))
 
