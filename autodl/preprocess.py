@@ -181,8 +181,11 @@ class ValueCounts(BaseEstimator, TransformerMixin):
         self.n_features_in_ = frame.shape[1]
         self.feature_names_in_ = np.asarray(frame.columns.astype(str), dtype=object)
         # Plain dicts of label -> count: skops saves them under its allow-list, unlike a Series.
+        # A label seen once counts 1, as an unseen one does, so only repeated labels are kept:
+        # mostly-unique labels were the whole dict (42k film titles: 0.9 s to save per fold,
+        # 0.5 s to load), for the same output.
         self.counts_ = [
-            {str(label): int(n) for label, n in frame.iloc[:, i].value_counts(dropna=True).items()}
+            {str(label): int(n) for label, n in frame.iloc[:, i].value_counts(dropna=True).items() if n > 1}
             for i in range(frame.shape[1])
         ]
         return self

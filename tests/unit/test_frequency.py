@@ -46,6 +46,7 @@ def test_value_counts_are_training_counts_one_when_unseen_and_zero_when_missing(
     out = counts.transform(pd.DataFrame({"t": ["a", "b", "new", None]}))
     np.testing.assert_allclose(np.expm1(out[:, 0]), [3, 1, 1, 0], atol=1e-5)
     assert list(counts.get_feature_names_out(["t"])) == ["t_log_count"]
+    assert counts.counts_ == [{"a": 3}]  # a label seen once counts as an unseen one: not stored
 
 
 @pytest.mark.parametrize("style", ["tree", "dense", "embedding"])
