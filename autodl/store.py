@@ -125,9 +125,10 @@ class RunStore:
         return [o for path in sorted(self.folder.glob("outcomes*.jsonl")) for o in read_outcomes(path)[0]]
 
     def save_candidate(self, name: str, family: str, cv: CVResult, *, background: bool = False) -> None:
-        """Write a candidate's fold models and OOF predictions; `background` for scikit-learn
-        models only (a Keras network is written at once: clearing a Keras session between trials
-        must not race a save)."""
+        """Write a candidate's fold models and OOF predictions; `background` only for what saves
+        without a Keras call (scikit-learn models, networks held as weights): a built Keras
+        network is written at once, since clearing a Keras session between trials must not race
+        a save."""
         if background:
             # skops' import walks every scikit-learn module (~2 s). Done first in the writer thread,
             # beside the main thread importing TensorFlow, it held the linear model's outcome line

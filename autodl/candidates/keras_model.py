@@ -165,6 +165,11 @@ class KerasTabularModel(BaseEstimator):
     def model_(self, network) -> None:
         self._network, self._recipe = network, None
 
+    @property
+    def held_as_weights(self) -> bool:
+        """Whether the network is still a recipe (weights), not built: saving it needs no Keras."""
+        return self.__dict__.get("_recipe") is not None
+
     def fit(self, X, y) -> KerasTabularModel:
         keras = import_keras()
 

@@ -76,7 +76,7 @@ def worker_main(payload: WorkerPayload) -> str | None:
         store.append_outcome(outcome, stream=f"w{payload.index}")
 
     try:
-        return run_keras_search(
+        reason = run_keras_search(
             study,
             trials=trials,
             data=payload.data,
@@ -88,6 +88,8 @@ def worker_main(payload: WorkerPayload) -> str | None:
         )
     except KeyboardInterrupt:
         return None
+    store.flush()  # the last trial's files (written in the background) before saying why it stopped
+    return reason
 
 
 class Workers:

@@ -328,3 +328,31 @@ def test_stored_network_weights_that_do_not_fit_fail_the_load_clearly(binary, tm
         np.savez(weights, *[np.zeros((3, 3), dtype=np.float32) for _ in stored.files])
     with pytest.raises(DataError, match="network.npz"):
         store.load_candidate("keras_trial_0")
+
+
+def test_a_fold_tower_trial_is_stored_while_the_search_goes_on(binary, tmp_path, monkeypatch):
+    """A trial's networks, held as weights, and its fold preprocessing are written in the
+    background (no Keras call needed); asking the pool for its fold models waits for the files."""
+    import threading
+
+    from autodl.pool import CandidatePool
+
+    dataset, dev = binary
+    metric = resolve_metric("binary", None)
+    space = load_space("mlp_small")
+    cv = cross_validate_towers(defaults_point(space), {**space.fixed, "max_epochs": 2}, dev, metric, seed=0)
+    store = RunStore(tmp_path / "run")
+    release = threading.Event()
+    write = store._save_candidate
+    monkeypatch.setattr(store, "_save_candidate", lambda *args: (release.wait(30), write(*args)))
+    pool = CandidatePool(metric, store)
+    pool.add("keras_trial_0", "keras", cv)  # returns with the write still held back
+    assert not (tmp_path / "run" / "candidates" / "keras_trial_0" / "candidate.json").exists()
+    threading.Timer(0.5, release.set).start()
+    models = pool.fold_models("keras_trial_0")
+    assert (tmp_path / "run" / "candidates" / "keras_trial_0" / "candidate.json").is_file()
+    assert all(pipeline[-1].held_as_weights for pipeline in models)  # the caller may build them now
+    stored = store.load_candidate("keras_trial_0")
+    rows = dev.features.head(20)
+    for loaded, fitted in zip(stored.models, models, strict=True):
+        np.testing.assert_allclose(loaded.predict_proba(rows), fitted.predict_proba(rows), rtol=1e-6)
