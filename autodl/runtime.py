@@ -224,7 +224,31 @@ def _quiet_interrupts(unraisable) -> None:
 def _request_interrupt(signum, frame) -> None:
     global _interrupt_requested
     _interrupt_requested = True
-    raise KeyboardInterrupt
+    if not getattr(_safe_points_only, "depth", 0):
+        raise KeyboardInterrupt
+
+
+# Per thread, though only the main thread's count matters: signal handlers run there, and the
+# capacity check's thread must not hold back the main thread's interrupts.
+_safe_points_only = threading.local()
+
+
+@contextmanager
+def interrupts_at_safe_points() -> Iterator[None]:
+    """Within this block Ctrl-C and SIGTERM only record the request; it is raised by the next
+    `check_interrupt()` (Keras callbacks call it between steps) or on leaving the block.
+
+    TensorFlow's Python code is not safe against an exception at an arbitrary line: raised while
+    a function was being traced, it ended in `SystemError: bad argument to internal function`
+    (12 of 300 interrupted fits), and once left the thread in graph mode, so that the final
+    stage after a Ctrl-C failed ("trying to pass a Tensor to a NumPy call").
+    """
+    _safe_points_only.depth = getattr(_safe_points_only, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _safe_points_only.depth -= 1
+    check_interrupt()
 
 
 def check_interrupt() -> None:

@@ -15,7 +15,12 @@ from autodl.candidates.keras_towers import cross_validate_towers, release_fold_p
 from autodl.errors import ConfigError
 from autodl.metrics import Metric
 from autodl.result import CandidateOutcome
-from autodl.runtime import check_interrupt, long_lived_objects_frozen, release_keras_memory
+from autodl.runtime import (
+    check_interrupt,
+    interrupts_at_safe_points,
+    long_lived_objects_frozen,
+    release_keras_memory,
+)
 from autodl.spaces.schema import SearchSpace
 from autodl.spaces.suggest import suggest_params, warm_start_points
 from autodl.tuning.cv import CVResult, DeadlineReached, DevData, cross_validate
@@ -275,16 +280,19 @@ def run_keras_search(
             raise optuna.TrialPruned("time limit reached before the trial started")
 
         def report(step: int, value: float, described: str) -> None:
+            check_interrupt()
             trial.report(value, step=step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after {described}: behind the earlier trials")
 
-        release_keras_memory()
-        check_interrupt()  # a Ctrl-C during that garbage collection is swallowed by Python
         try:
-            result = trials.evaluate(
-                trial, data, metric, seed=seed + trial.number, deadline=budget.deadline, report=report
-            )
+            # an interrupt raised amid TensorFlow's tracing or clean-up would leave it corrupted
+            with interrupts_at_safe_points():
+                release_keras_memory()
+                check_interrupt()  # not a trial more once one was requested
+                result = trials.evaluate(
+                    trial, data, metric, seed=seed + trial.number, deadline=budget.deadline, report=report
+                )
         except DeadlineReached as error:
             trial.study.stop()
             trial.set_user_attr("reason", str(error))

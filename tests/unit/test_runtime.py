@@ -118,6 +118,49 @@ exit_without_teardown(3)
     assert (tmp_path / "written_at_exit").read_text() == "done"
 
 
+def test_an_interrupt_inside_a_safe_points_block_waits_for_a_check_or_the_blocks_end():
+    """Ctrl-C or SIGTERM during a Keras trial is raised where TensorFlow is between steps (a
+    callback's check), never amid its own code; outside such a block it is raised at once."""
+    script = """
+import os, signal
+from autodl import runtime
+
+runtime.install_interrupt_handlers()
+steps = []
+try:
+    with runtime.interrupts_at_safe_points():
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("went on")
+        runtime.check_interrupt()
+        steps.append("not raised at the check")
+except KeyboardInterrupt:
+    steps.append("raised at the check")
+runtime.interrupt_handled()
+try:
+    with runtime.interrupts_at_safe_points():
+        os.kill(os.getpid(), signal.SIGTERM)
+        steps.append("went on")
+except KeyboardInterrupt:
+    steps.append("raised on leaving")
+runtime.interrupt_handled()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    steps.append("not raised outside")
+except KeyboardInterrupt:
+    steps.append("raised at once outside")
+print(",".join(steps))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().split(",") == [
+        "went on",
+        "raised at the check",
+        "went on",
+        "raised on leaving",
+        "raised at once outside",
+    ]
+
+
 def test_the_console_script_passes_on_the_commands_exit_code(monkeypatch):
     from autodl import cli, runtime
 
