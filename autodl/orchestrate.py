@@ -97,6 +97,17 @@ def run_search(
     `config.resume`, continues the search stored in `config.output_dir`. The time limit counts
     from `started` (a time.monotonic() value; default: now).
     """
+    with runtime.interrupt_handler_installed():
+        return _run_search(config, data, reporter, tracker, started)
+
+
+def _run_search(
+    config: SearchConfig,
+    data: str | Path | pd.DataFrame,
+    reporter: Reporter | None,
+    tracker: Tracker | None,
+    started: float | None,
+) -> SearchResult:
     runtime.configure()
     reporter = reporter or Reporter()
     tracker = tracker or NullTracker()

@@ -228,6 +228,26 @@ def _request_interrupt(signum, frame) -> None:
         raise KeyboardInterrupt
 
 
+@contextmanager
+def interrupt_handler_installed() -> Iterator[None]:
+    """Ctrl-C handled as `install_interrupt_handlers` does, within the block, and the caller's
+    own SIGINT handler back afterwards (from the Python API a notebook keeps its kernel's),
+    with no request left pending. Outside the main thread, where no signal arrives, a no-op."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, _request_interrupt)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler set outside Python, which cannot be put back
+            signal.signal(signal.SIGINT, previous)
+        interrupt_handled()
+
+
 # Per thread, though only the main thread's count matters: signal handlers run there, and the
 # capacity check's thread must not hold back the main thread's interrupts.
 _safe_points_only = threading.local()

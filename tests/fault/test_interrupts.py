@@ -11,12 +11,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_harness import TITANIC, start_cli
+from cli_harness import TITANIC, cli_env, start_cli
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
@@ -123,6 +124,43 @@ def test_second_ctrl_c_exits_at_once(tmp_path):
     assert process.returncode in (130, -signal.SIGINT), process.returncode
     assert seconds < 30
     assert "Traceback" not in _read(tmp_path, "stderr.txt")
+
+
+def test_an_interrupted_api_search_returns_its_model_and_gives_ctrl_c_back(tmp_path):
+    """From Python (a notebook) Ctrl-C ends the search with what finished, and afterwards
+    Ctrl-C is the caller's KeyboardInterrupt again, not a kill (the final stage's setting)."""
+    output = tmp_path / "run"
+    script = f"""
+import signal
+import autodl
+
+result = autodl.search(
+    {str(TITANIC)!r}, target="Survived", space="mlp_small", time_limit=300, trials=50,
+    baselines=("dummy", "linear"), folds=2, max_epochs=3, capacity_check=False, seed=0,
+    tracking=False, output_dir={str(output)!r},
+)
+print("interrupted:", result.interrupted, "model:", result.model is not None)
+print("handler:", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+try:
+    signal.raise_signal(signal.SIGINT)
+except KeyboardInterrupt:
+    print("ctrl-c: KeyboardInterrupt")
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=(tmp_path / "stdout.txt").open("w"),
+        stderr=(tmp_path / "stderr.txt").open("w"),
+        cwd=tmp_path,
+        env=cli_env(),
+    )
+    _wait_for_keras_trial(process, output, tmp_path)
+    process.send_signal(signal.SIGINT)
+    _wait(process, 120)
+    stdout = _read(tmp_path, "stdout.txt")
+    assert process.returncode == 0, (stdout[-2000:], _read(tmp_path, "stderr.txt")[-2000:])
+    assert "interrupted: True model: True" in stdout
+    assert "handler: True" in stdout
+    assert "ctrl-c: KeyboardInterrupt" in stdout
 
 
 def _running_trials(journal: Path) -> int:
