@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from autodl import runtime
 from autodl.config import SearchConfig
 from autodl.result import CandidateOutcome
 from autodl.store import read_outcomes
@@ -45,8 +46,6 @@ class WorkerPayload:
 def worker_main(payload: WorkerPayload) -> str | None:
     """Run trials until the budget or this process's share is spent; returns why it stopped
     (None when interrupted: the main process handles the interruption)."""
-    from autodl import runtime
-
     runtime.configure(threads=1)
     from autodl.metrics import resolve_metric
     from autodl.pool import CandidatePool
@@ -198,6 +197,9 @@ def _run_worker() -> None:
     if reason is not None:
         reply.write(reason)
     reply.close()
+    # The search waits for this process to end, and TensorFlow's teardown took ~2 s of it: a
+    # search handed over to a fresh process ended that much past its Keras deadline.
+    runtime.exit_without_teardown(0)
 
 
 if __name__ == "__main__":
