@@ -232,13 +232,14 @@ def _request_interrupt(signum, frame) -> None:
 def interrupt_handler_installed() -> Iterator[None]:
     """Ctrl-C handled as `install_interrupt_handlers` does, within the block, and the caller's
     own SIGINT handler back afterwards (from the Python API a notebook keeps its kernel's),
-    with no request left pending. Outside the main thread, where no signal arrives, a no-op."""
+    with no request left pending. A no-op outside the main thread, where no signal arrives,
+    and where the caller ignores SIGINT (a background job)."""
     import signal
 
-    if threading.current_thread() is not threading.main_thread():
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, _request_interrupt)
     try:
         yield

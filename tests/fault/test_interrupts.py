@@ -134,6 +134,7 @@ def test_an_interrupted_api_search_returns_its_model_and_gives_ctrl_c_back(tmp_p
 import signal
 import autodl
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even under a background CI
 result = autodl.search(
     {str(TITANIC)!r}, target="Survived", space="mlp_small", time_limit=300, trials=50,
     baselines=("dummy", "linear"), folds=2, max_epochs=3, capacity_check=False, seed=0,
