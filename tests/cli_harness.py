@@ -103,14 +103,16 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_cli(*args: str | Path, cwd: Path, **env: str) -> subprocess.Popen:
-    """`python -m autodl.cli <args>` as a real process (stdout and stderr to files in `cwd`)."""
+def start_cli(*args: str | Path, cwd: Path, new_session: bool = False, **env: str) -> subprocess.Popen:
+    """`python -m autodl.cli <args>` as a real process (stdout and stderr to files in `cwd`);
+    `new_session`: in a process group of its own, as a terminal's foreground job is."""
     return subprocess.Popen(
         [sys.executable, "-m", "autodl.cli", *map(str, args)],
         stdout=(cwd / "stdout.txt").open("w"),
         stderr=(cwd / "stderr.txt").open("w"),
         cwd=cwd,
         env=cli_env(**env),
+        start_new_session=new_session,
     )
 
 

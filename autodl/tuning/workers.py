@@ -115,6 +115,9 @@ class Workers:
             [sys.executable, "-m", "autodl.tuning.workers", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            # Out of the terminal's process group: a Ctrl-C reaches the search alone, which stops
+            # its workers (one still importing printed KeyboardInterrupt's traceback).
+            start_new_session=True,
         )
         self.running[payload.index] = (payload, process)
         self.next_index = max(self.next_index, payload.index + 1)

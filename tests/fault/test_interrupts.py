@@ -164,6 +164,28 @@ except KeyboardInterrupt:
     assert "ctrl-c: KeyboardInterrupt" in stdout
 
 
+def test_ctrl_c_while_a_fresh_trial_process_starts_prints_no_traceback(tmp_path):
+    """A terminal's Ctrl-C reaches its whole process group: a trial process still importing
+    TensorFlow printed KeyboardInterrupt's traceback under the search's summary."""
+    output = tmp_path / "run"
+    args = (*SEARCH, "--trials", "50", "--trials-per-process", "1", "--no-tracking", "--output", output)
+    process = start_cli(*args, cwd=tmp_path, new_session=True)
+    _wait_for_keras_trial(process, output, tmp_path)
+    deadline = time.monotonic() + 60
+    while not _children(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _children(process.pid)
+    assert workers, "no trial process took the search over"
+    # Only the search gets the terminal's signals; it stops its trial processes itself.
+    assert all(os.getpgid(pid) != process.pid for pid in workers)
+    time.sleep(0.2)  # the trial process is importing its modules for the next second or two
+    os.killpg(process.pid, signal.SIGINT)
+    _wait(process, 120)
+    stderr = _read(tmp_path, "stderr.txt")
+    assert process.returncode == 130, (process.returncode, stderr[-2000:])
+    assert "Traceback" not in stderr + _read(tmp_path, "stdout.txt"), stderr[-2000:]
+
+
 def _running_trials(journal: Path) -> int:
     import optuna
     from optuna.storages import JournalStorage
