@@ -221,10 +221,21 @@ def _quiet_interrupts(unraisable) -> None:
         _previous_unraisablehook(unraisable)
 
 
+class _SafePointsDepth(threading.local):
+    """How many `interrupts_at_safe_points` blocks are open. Per thread, though only the main
+    thread's count matters: signal handlers run there, and the capacity check's thread must not
+    hold back the main thread's interrupts."""
+
+    depth = 0
+
+
+_safe_points_only = _SafePointsDepth()
+
+
 def _request_interrupt(signum, frame) -> None:
     global _interrupt_requested
     _interrupt_requested = True
-    if not getattr(_safe_points_only, "depth", 0):
+    if not _safe_points_only.depth:
         raise KeyboardInterrupt
 
 
@@ -249,11 +260,6 @@ def interrupt_handler_installed() -> Iterator[None]:
         interrupt_handled()
 
 
-# Per thread, though only the main thread's count matters: signal handlers run there, and the
-# capacity check's thread must not hold back the main thread's interrupts.
-_safe_points_only = threading.local()
-
-
 @contextmanager
 def interrupts_at_safe_points() -> Iterator[None]:
     """Within this block Ctrl-C and SIGTERM only record the request; it is raised by the next
@@ -264,7 +270,7 @@ def interrupts_at_safe_points() -> Iterator[None]:
     (12 of 300 interrupted fits), and once left the thread in graph mode, so that the final
     stage after a Ctrl-C failed ("trying to pass a Tensor to a NumPy call").
     """
-    _safe_points_only.depth = getattr(_safe_points_only, "depth", 0) + 1
+    _safe_points_only.depth += 1
     try:
         yield
     finally:
