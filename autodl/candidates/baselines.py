@@ -6,20 +6,18 @@ import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.dummy import DummyClassifier, DummyRegressor
-from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    ExtraTreesRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
 from autodl.candidates.base import Candidate
 from autodl.candidates.packed_trees import (
+    PackedExtraTreesClassifier,
+    PackedExtraTreesRegressor,
     PackedHistGradientBoostingClassifier,
     PackedHistGradientBoostingRegressor,
+    PackedRandomForestClassifier,
+    PackedRandomForestRegressor,
 )
 from autodl.errors import ConfigError, did_you_mean
 from autodl.preprocess import tree_categorical_mask
@@ -168,7 +166,7 @@ def baseline_candidates(
             "random_forest",
             "baseline",
             "tree",
-            lambda p: (RandomForestClassifier if clf else RandomForestRegressor)(
+            lambda p: (PackedRandomForestClassifier if clf else PackedRandomForestRegressor)(
                 max_features="sqrt" if clf else 0.5, **forest, random_state=seed
             ),
             {**forest, "max_features": "sqrt" if clf else 0.5},
@@ -177,7 +175,7 @@ def baseline_candidates(
             "extra_trees",
             "baseline",
             "tree",
-            lambda p: (ExtraTreesClassifier if clf else ExtraTreesRegressor)(
+            lambda p: (PackedExtraTreesClassifier if clf else PackedExtraTreesRegressor)(
                 max_features="sqrt" if clf else 0.7,
                 bootstrap=forest["max_samples"] is not None,
                 **forest,

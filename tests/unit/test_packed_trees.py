@@ -1,4 +1,4 @@
-"""HistGradientBoosting baselines are written as a few arrays and load back predicting the same."""
+"""Tree-ensemble baselines are written as a few arrays and load back predicting the same."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import skops.io as sio
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from autodl.candidates.packed_trees import (
+    PackedExtraTreesClassifier,
+    PackedExtraTreesRegressor,
     PackedHistGradientBoostingClassifier,
     PackedHistGradientBoostingRegressor,
+    PackedRandomForestClassifier,
+    PackedRandomForestRegressor,
 )
 from autodl.model import _load_skops, dump_skops
 
@@ -102,3 +106,44 @@ def test_a_fit_in_steps_stops_when_its_watcher_raises():
     with pytest.raises(TimeoutError):
         model.fit(X, y, on_progress=stop)
     assert model.n_iter_ == 10 and model.max_iter == 100 and not model.warm_start
+
+
+FORESTS = [
+    (PackedRandomForestClassifier, 3),
+    (PackedExtraTreesClassifier, 2),
+    (PackedRandomForestRegressor, 0),
+    (PackedExtraTreesRegressor, 0),
+]
+
+
+@pytest.mark.parametrize(("cls", "classes"), FORESTS)
+def test_a_packed_forest_loads_back_with_the_same_trees_and_predictions(cls, classes, tmp_path):
+    X, y = data(classes)
+    # one thread: a threaded forest sums its trees' predictions in any order (last-bit differences)
+    model = cls(n_estimators=40, min_samples_leaf=2, n_jobs=1, random_state=0).fit(X, y)
+    expected = model.predict_proba(X) if classes else model.predict(X)
+
+    dump_skops(model, tmp_path / "forest.skops")
+    loaded = _load_skops(tmp_path / "forest.skops")
+
+    assert type(loaded) is cls
+    assert npy_members(tmp_path / "forest.skops") < 20  # not two per tree
+    np.testing.assert_array_equal(loaded.predict_proba(X) if classes else loaded.predict(X), expected)
+    np.testing.assert_array_equal(loaded.feature_importances_, model.feature_importances_)
+    for ours, theirs in zip(loaded.estimators_, model.estimators_, strict=True):
+        assert type(ours) is type(theirs) and ours.random_state == theirs.random_state
+        np.testing.assert_array_equal(ours.tree_.value, theirs.tree_.value)
+        np.testing.assert_array_equal(ours.tree_.threshold, theirs.tree_.threshold)
+
+
+def test_a_forest_whose_trees_differ_in_their_settings_is_saved_as_it_is(tmp_path):
+    X, y = data(2)
+    model = PackedRandomForestClassifier(n_estimators=5, n_jobs=1, random_state=0).fit(X, y)
+    model.estimators_[3].max_depth = 2  # not shared any more: no tree may take another's settings
+
+    dump_skops(model, tmp_path / "forest.skops")
+    loaded = _load_skops(tmp_path / "forest.skops")
+
+    assert npy_members(tmp_path / "forest.skops") >= 2 * 5
+    assert [tree.max_depth for tree in loaded.estimators_] == [None, None, None, 2, None]
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
