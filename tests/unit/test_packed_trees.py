@@ -147,3 +147,21 @@ def test_a_forest_whose_trees_differ_in_their_settings_is_saved_as_it_is(tmp_pat
     assert npy_members(tmp_path / "forest.skops") >= 2 * 5
     assert [tree.max_depth for tree in loaded.estimators_] == [None, None, None, 2, None]
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_large_arrays_are_deflated_and_small_ones_stored(tmp_path):
+    X, y = data(2)
+    X = np.repeat(X, 20, axis=0) + np.random.default_rng(1).normal(scale=0.01, size=(len(X) * 20, 2))
+    y = np.tile(y, 20)
+    model = PackedExtraTreesClassifier(n_estimators=30, n_jobs=1, random_state=0).fit(X, y)
+
+    dump_skops(model, tmp_path / "forest.skops")
+
+    with zipfile.ZipFile(tmp_path / "forest.skops") as archive:
+        members = archive.infolist()
+    large = [m for m in members if m.file_size >= 1 << 20]
+    assert large and all(m.compress_type == zipfile.ZIP_DEFLATED for m in large)
+    assert all(m.compress_type == zipfile.ZIP_STORED for m in members if m.file_size < 1 << 20)
+    assert sum(m.compress_size for m in large) < 0.5 * sum(m.file_size for m in large)
+    loaded = _load_skops(tmp_path / "forest.skops")
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
