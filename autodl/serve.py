@@ -1,4 +1,8 @@
-"""Serving: the final model as an MLflow pyfunc, and loading a model from a folder or an MLflow URI."""
+"""Serving: the final model as an MLflow pyfunc, and loading a model from a folder or an MLflow URI.
+
+MLflow is imported only where it is used (~1.3 s): `autodl predict` on a model folder needs none
+of it. The pyfunc class lives in `autodl/mlflow_model.py`, the file MLflow runs to rebuild it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
@@ -36,30 +39,8 @@ PINNED = (
 )
 # The model being logged, by its manifest's text: MLflow's log-time check of the input example
 # loads the logged copy back in this process, and reading every fold's files again (seconds for
-# forests) would only repeat what the model in memory is.
-_being_logged: dict[str, TabularModel] = {}
-
-
-class AutodlPyfunc(mlflow.pyfunc.PythonModel):
-    """Takes raw dataframe rows; returns `prediction` (and `proba_<class>` for classification).
-
-    The signature declares every column (optional, of any type) so that MLflow's schema
-    enforcement never refuses raw rows: pandas reads a whole-number column of a CSV as int64, an
-    all-empty column as float64, and either may hold a training column of the other kind. The
-    column kinds seen in training travel in the model config (`column_types`), and predict()
-    coerces each column to its kind, naming the column when a value does not fit.
-    """
-
-    def load_context(self, context) -> None:
-        folder = Path(context.artifacts["model"])
-        manifest = folder / MANIFEST
-        in_memory = _being_logged.get(manifest.read_text()) if manifest.is_file() else None
-        self.model = in_memory if in_memory is not None else TabularModel.load(folder)
-        self.column_types = dict((getattr(context, "model_config", None) or {}).get("column_types", {}))
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        frame = coerce_columns(pd.DataFrame(model_input), getattr(self, "column_types", {}))
-        return self.model.predict_frame(frame)
+# forests) would only repeat what the model in memory is (see AutodlPyfunc.load_context).
+being_logged: dict[str, TabularModel] = {}
 
 
 def coerce_columns(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFrame:
@@ -117,7 +98,7 @@ def log_pyfunc_model(
     model's scores on any rows (a search's out-of-fold blend), give the output signature without
     predicting the example twice: MLflow's check predicts it once, through every fold model.
     """
-    import mlflow
+    import mlflow.pyfunc
     from mlflow.models import infer_signature
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
@@ -139,7 +120,7 @@ def log_pyfunc_model(
     signature.inputs = Schema([ColSpec(AnyType(), c.name, required=False) for c in signature.inputs.inputs])
     package_dir = Path(__file__).resolve().parent
     manifest = (Path(model_dir) / MANIFEST).read_text()
-    _being_logged[manifest] = model
+    being_logged[manifest] = model
     try:
         return mlflow.pyfunc.log_model(
             name="model",
@@ -152,7 +133,7 @@ def log_pyfunc_model(
             code_paths=[str(package_dir)],
         )
     finally:
-        del _being_logged[manifest]
+        del being_logged[manifest]
 
 
 def _predict_pyfunc(pyfunc, frame: pd.DataFrame) -> pd.DataFrame:
@@ -196,7 +177,7 @@ def _signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def load_predictor(reference: str):
     """A callable frame -> prediction frame from a model folder or an MLflow model URI."""
     if reference.startswith(MLFLOW_URI_SCHEMES) and not Path(reference).exists():
-        import mlflow
+        import mlflow.pyfunc
 
         try:
             pyfunc = mlflow.pyfunc.load_model(reference)

@@ -269,7 +269,7 @@ def test_logging_the_model_checks_its_input_example_without_reading_the_folder_b
         with mlflow.start_run():
             info = serve.log_pyfunc_model(tmp_path / "m", dataset.features.head(5), model)
     assert read_back == []
-    assert serve._being_logged == {}
+    assert serve.being_logged == {}
     rows = raw_rows(dataset)
     pyfunc = mlflow.pyfunc.load_model(info.model_uri)
     out = pd.DataFrame(pyfunc.predict(rows))
@@ -356,3 +356,24 @@ def test_a_fold_tower_trial_is_stored_while_the_search_goes_on(binary, tmp_path,
     rows = dev.features.head(20)
     for loaded, fitted in zip(stored.models, models, strict=True):
         np.testing.assert_allclose(loaded.predict_proba(rows), fitted.predict_proba(rows), rtol=1e-6)
+
+
+def test_predicting_from_a_model_folder_does_not_import_mlflow(binary, tmp_path):
+    """`autodl predict <folder>` loads the model and predicts without MLflow's ~1.3 s import."""
+    import subprocess
+    import sys
+
+    dataset, dev = binary
+    linear = {c.name: c for c in baseline_candidates("binary", dataset.n_rows, 0)}["linear"]
+    cv = cross_validate(linear, dev, resolve_metric("binary", None))
+    model, _ = round_trip(dataset, "linear", cv.models, tmp_path / "m")
+    rows = raw_rows(dataset)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    script = (
+        "import sys, pandas as pd\n"
+        "from autodl.serve import load_predictor\n"
+        f"out = load_predictor({str(tmp_path / 'm')!r})(pd.read_csv({str(tmp_path / 'rows.csv')!r}))\n"
+        "print(len(out), sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-2:] == [str(len(rows)), "[]"]
