@@ -141,6 +141,13 @@ def baseline_candidates(
     -15%, star98 -7%; up to +3% on tables with additive effects, where the squared-error models
     stay in the pool and the ensemble chooses between them).
 
+    A multiclass target also gets extra trees grown to single-row leaves. Their class shares
+    are the better probabilities on tables of continuous measurements (five folds' test log
+    loss, the forest alone: wine_quality_red 0.805 -> 0.736, iris 0.108 -> 0.058, fishing 0.315
+    -> 0.211, glass 0.704 -> 0.595) and far the worse on tables of few distinct values, where
+    pure leaves give a class no share at all (catsup 0.84 -> 2.78, cracker 0.72 -> 2.14): one
+    more candidate, and the ensemble selection keeps it where its out-of-fold scores earn it.
+
     Baselines run before any worker process starts, so forests use every core by default.
     """
     clf = task != "regression"
@@ -209,6 +216,17 @@ def baseline_candidates(
                 poisson,
             ),
         )
+    if task == "multiclass" and n_rows <= FOREST_FULL_ROWS:
+        grown = {**forest, "min_samples_leaf": 1}
+        candidates.append(
+            Candidate(
+                "extra_trees_grown",
+                "baseline",
+                "tree",
+                lambda p: PackedExtraTreesClassifier(max_features="sqrt", **grown, random_state=seed),
+                {**grown, "max_features": "sqrt"},
+            )
+        )
     if n_rows <= SVM_MAX_ROWS:
         candidates.append(
             Candidate(
@@ -233,6 +251,7 @@ OFFERED_ONLY = {
     "svm": f"it is offered on up to {SVM_MAX_ROWS:,} rows",
     "hist_gradient_boosting_poisson": "it is offered only for regression targets that are never negative",
     "hist_gradient_boosting_deep": f"it is offered on more than {DEEP_TREES_ROWS:,} rows",
+    "extra_trees_grown": f"it is offered for multiclass targets on up to {FOREST_FULL_ROWS:,} rows",
 }
 
 

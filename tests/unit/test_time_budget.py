@@ -180,6 +180,26 @@ def test_a_never_negative_regression_target_adds_a_poisson_gradient_boosting():
     assert "hist_gradient_boosting_poisson" not in names("binary", True)
 
 
+def test_a_multiclass_target_adds_extra_trees_grown_to_single_row_leaves():
+    from autodl.candidates.baselines import FOREST_FULL_ROWS, baseline_candidates, select_baselines
+    from autodl.errors import ConfigError
+
+    def by_name(task, rows):
+        return {c.name: c for c in baseline_candidates(task, rows, seed=0)}
+
+    grown = by_name("multiclass", 1000)["extra_trees_grown"]
+    assert (
+        grown.params["min_samples_leaf"] == 1
+        and by_name("multiclass", 1000)["extra_trees"].params["min_samples_leaf"] == 2
+    )
+    assert grown.make_estimator(None).min_samples_leaf == 1
+    assert "extra_trees_grown" not in by_name("binary", 1000)
+    assert "extra_trees_grown" not in by_name("regression", 1000)
+    assert "extra_trees_grown" not in by_name("multiclass", FOREST_FULL_ROWS + 1)
+    with pytest.raises(ConfigError, match="multiclass"):
+        select_baselines(baseline_candidates("binary", 1000, seed=0), ("extra_trees_grown",))
+
+
 def test_tables_of_more_than_5000_rows_add_a_gradient_boosting_of_larger_trees():
     """63 leaves a tree: 5-fold CV RMSE on bikeshare -5%, DoctorContacts -3%, diamonds -1%; a
     little worse on tables without deep interactions, where the ensemble leaves it out."""
