@@ -93,14 +93,14 @@ def pack_forest(trees: list) -> dict[str, Any] | None:
     attributes differ in more than `random_state` (then they are saved as they are)."""
     first = trees[0]
     shared = {k: v for k, v in first.__getstate__().items() if k not in ("tree_", "random_state")}
-    shape = first.tree_.__reduce__()[1]
+    shape = _tree_shape(first)
     for tree in trees[1:]:
         state = tree.__getstate__()
         if type(tree) is not type(first) or state.keys() != {*shared, "tree_", "random_state"}:
             return None
         if not all(_same(state[k], v) for k, v in shared.items()):
             return None
-        if not all(_same(a, b) for a, b in zip(tree.tree_.__reduce__()[1], shape, strict=True)):
+        if not all(_same(a, b) for a, b in zip(_tree_shape(tree), shape, strict=True)):
             return None
     states = [tree.tree_.__getstate__() for tree in trees]
     return {
@@ -115,6 +115,11 @@ def pack_forest(trees: list) -> dict[str, Any] | None:
         "nodes": _concatenate([s["nodes"] for s in states]),
         "values": _concatenate([s["values"] for s in states]),
     }
+
+
+def _tree_shape(tree) -> tuple[int, np.ndarray, int]:
+    """What a `Tree` is constructed with: features, classes per output, outputs."""
+    return tree.tree_.n_features, tree.tree_.n_classes, tree.tree_.n_outputs
 
 
 def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
