@@ -7,6 +7,8 @@ of it. The pyfunc class lives in `autodl/mlflow_model.py`, the file MLflow runs 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -122,18 +124,43 @@ def log_pyfunc_model(
     manifest = (Path(model_dir) / MANIFEST).read_text()
     being_logged[manifest] = model
     try:
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(package_dir / "mlflow_model.py"),
-            artifacts={"model": str(model_dir)},
-            model_config={"column_types": column_types, "set_aside": [model.target, *model.set_aside]},
-            signature=signature,
-            input_example=example,
-            pip_requirements=pinned_requirements(),
-            code_paths=[str(package_dir)],
-        )
+        with _pins_checked_without_module_map():
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(package_dir / "mlflow_model.py"),
+                artifacts={"model": str(model_dir)},
+                model_config={"column_types": column_types, "set_aside": [model.target, *model.set_aside]},
+                signature=signature,
+                input_example=example,
+                pip_requirements=pinned_requirements(),
+                code_paths=[str(package_dir)],
+            )
     finally:
         del being_logged[manifest]
+
+
+@contextmanager
+def _pins_checked_without_module_map() -> Iterator[None]:
+    """MLflow checks the pinned requirements against the installed packages, and first maps
+    every installed module to its distribution: a scan of each distribution's file list (~1.4 s
+    on TensorFlow's environment, most of log_model's own time). The map only serves a
+    requirement whose version metadata cannot give, and `pinned_requirements` reads every pin
+    from that metadata, so for this call MLflow gets an empty map; the check itself still runs.
+    MLflow's own lazily built map is left as it was found, for any later model in the process."""
+    from mlflow.utils import requirements_utils
+
+    names = ("_MODULES_TO_PACKAGES", "_PACKAGES_TO_MODULES")
+    if any(not hasattr(requirements_utils, name) for name in names) or (
+        requirements_utils._MODULES_TO_PACKAGES is not None  # built already: nothing to save
+    ):
+        yield
+        return
+    requirements_utils._MODULES_TO_PACKAGES = {}
+    try:
+        yield
+    finally:
+        requirements_utils._MODULES_TO_PACKAGES = None
+        requirements_utils._PACKAGES_TO_MODULES = None
 
 
 def _predict_pyfunc(pyfunc, frame: pd.DataFrame) -> pd.DataFrame:

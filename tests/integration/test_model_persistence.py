@@ -311,6 +311,48 @@ def test_the_output_signature_from_scores_saves_a_prediction_and_matches_the_pre
     assert from_scores.signature == predicted.signature
 
 
+def test_logging_the_model_checks_its_pins_without_scanning_every_installed_package(
+    binary, tmp_path, monkeypatch
+):
+    """MLflow's check of the pinned requirements still warns about a pin the environment does
+    not satisfy, without mapping every installed module to its package (~1.4 s), and MLflow's
+    own lazily built map is left unbuilt for any later model."""
+    import logging
+
+    import mlflow
+    from mlflow.utils import requirements_utils
+
+    from autodl import serve
+
+    dataset, dev = binary
+    linear = {c.name: c for c in baseline_candidates("binary", dataset.n_rows, 0)}["linear"]
+    model, _ = round_trip(
+        dataset, "linear", cross_validate(linear, dev, resolve_metric("binary", None)).models, tmp_path / "m"
+    )
+    scans = []
+    scan = requirements_utils.importlib_metadata.packages_distributions
+    monkeypatch.setattr(
+        requirements_utils.importlib_metadata,
+        "packages_distributions",
+        lambda: scans.append(1) or scan(),
+    )
+    pins = serve.pinned_requirements()
+    monkeypatch.setattr(serve, "pinned_requirements", lambda: [*pins, "packaging==0.0.1"])
+    warned = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warned.append(record.getMessage())
+    logger = logging.getLogger(requirements_utils.__name__)
+    logger.addHandler(handler)
+    try:
+        with mlflow.start_run():
+            serve.log_pyfunc_model(tmp_path / "m", dataset.features.head(5), model)
+    finally:
+        logger.removeHandler(handler)
+    assert scans == []
+    assert requirements_utils._MODULES_TO_PACKAGES is None
+    assert [m for m in warned if "packaging==0.0.1" in m], warned
+
+
 def test_stored_network_weights_that_do_not_fit_fail_the_load_clearly(binary, tmp_path):
     """A stored tower network is its weights plus the builder's recipe; weights of another shape
     are refused when the candidate loads (one clear error), never at a later prediction."""
