@@ -88,3 +88,76 @@ def test_mlflow_dataset_hints_raised_in_another_thread_stay_off_the_terminal(tmp
         thread.join()
         warnings.warn("an unrelated warning", UserWarning, stacklevel=2)
     assert [str(w.message) for w in caught] == ["an unrelated warning"]
+
+
+def test_the_parent_run_is_created_in_the_background_and_waited_for(tmp_path, monkeypatch):
+    """start() returns while the store is still being opened (the first baselines use that
+    time); run_id is None until the run exists, and wait_for_run waits for it."""
+    release = threading.Event()
+    real = MlflowTracker._create_run
+
+    def slow_store(self, *args):
+        assert release.wait(timeout=10), "start() waited for the store"
+        real(self, *args)
+
+    monkeypatch.setattr(MlflowTracker, "_create_run", slow_store)
+    tracker = _started(tmp_path)
+    assert tracker.run_id is None
+    tracker.log_candidate(_outcome("first"), "roc_auc")  # queued behind the run's creation
+    release.set()
+    run_id = tracker.wait_for_run()
+    assert run_id is not None and tracker.run_id == run_id
+    tracker.abort("KILLED", "test over")
+    client = mlflow.MlflowClient(tracker.uri)
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert client.get_run(run_id).data.params["data.rows"] == "4"
+    children = client.search_runs(
+        [client.get_run(run_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+    )
+    assert [run.info.run_name for run in children] == ["first"]
+
+
+def test_a_store_that_fails_in_the_background_is_a_clear_error_at_the_next_call(tmp_path, monkeypatch):
+    from autodl.errors import ConfigError
+
+    def locked(self):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(MlflowTracker, "_experiment_id", locked)
+    tracker = _started(tmp_path)
+    tracker._creating.exception()  # let the failure happen before the next call
+    with pytest.raises(ConfigError, match="cannot use the MLflow tracking store .*database is locked"):
+        tracker.log_candidate(_outcome("first"), "roc_auc")
+    with pytest.raises(ConfigError, match="--no-tracking"):
+        tracker.wait_for_run()
+    tracker.abort("FAILED", "no store")  # nothing to end, and no second error
+
+
+@pytest.mark.parametrize(
+    ("content", "refused"),
+    [
+        (None, None),
+        (b"", None),
+        (b"not an SQLite file\n", "not an SQLite database"),
+        ("folder", "not a file"),
+    ],
+)
+def test_a_local_store_file_is_checked_before_mlflow_opens_it(tmp_path, content, refused):
+    import sqlite3
+
+    from autodl.tracking.mlflow import _check_sqlite_file
+
+    path = tmp_path / "store.db"
+    if content is None:
+        sqlite3.connect(path).execute("create table t (x)").connection.close()
+    elif content == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    uri = f"sqlite:///{path}"
+    if refused is None:
+        _check_sqlite_file(uri)
+    else:
+        with pytest.raises(ValueError, match=refused):
+            _check_sqlite_file(uri)
+    _check_sqlite_file(f"sqlite:///{tmp_path / 'not-yet.db'}")  # MLflow creates it
