@@ -329,6 +329,8 @@ def test_logging_the_model_checks_its_pins_without_scanning_every_installed_pack
     model, _ = round_trip(
         dataset, "linear", cross_validate(linear, dev, resolve_metric("binary", None)).models, tmp_path / "m"
     )
+    # unbuilt, as in a search's process (loading a pyfunc model, as tests before this one do, builds it)
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
     scans = []
     scan = requirements_utils.importlib_metadata.packages_distributions
     monkeypatch.setattr(
