@@ -6,6 +6,7 @@ of it. The pyfunc class lives in `autodl/mlflow_model.py`, the file MLflow runs 
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -206,8 +207,11 @@ def load_predictor(reference: str):
     if reference.startswith(MLFLOW_URI_SCHEMES) and not Path(reference).exists():
         import mlflow.pyfunc
 
+        # MLflow downloads the model into a new temporary folder that it never removes (a copy
+        # of every fold model per call); the loaded model holds everything it needs in memory.
         try:
-            pyfunc = mlflow.pyfunc.load_model(reference)
+            with tempfile.TemporaryDirectory(prefix="autodl-model-") as folder:
+                pyfunc = mlflow.pyfunc.load_model(reference, dst_path=folder)
         except Exception as error:
             raise DataError(
                 f"cannot load the MLflow model {reference!r} ({str(error).splitlines()[0][:200]})",

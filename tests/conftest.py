@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,11 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Run each test in a temporary folder with a temporary MLflow store and fixed seeds."""
+def isolated(tmp_path, tmp_path_factory, monkeypatch):
+    """Run each test in a temporary folder with a temporary MLflow store and fixed seeds; the
+    temporary files made in this process (MLflow's model downloads) go to pytest's folders too."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tempfiles")))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")

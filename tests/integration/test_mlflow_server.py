@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -336,6 +337,21 @@ def test_logged_model_loads_by_uri_and_predicts_raw_rows(searched, client, use_s
     info = mlflow.models.get_model_info(model_uri)
     assert info.signature is not None and info.saved_input_example_info is not None
     assert {c.name for c in info.signature.inputs.inputs} == set(rows.columns)
+
+
+def test_predicting_by_uri_from_a_server_leaves_no_copy_of_the_model_behind(
+    searched, use_server, tmp_path, monkeypatch
+):
+    """`autodl predict models:/...` downloads the model from the server: MLflow puts it in a new
+    temporary folder that it never removes (a copy of every fold model per prediction)."""
+    from autodl import serve
+
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    rows = raw_rows()
+    check_predictions(serve.load_predictor(f"models:/{REGISTERED}/1")(rows), len(rows))
+    assert not list(temporary.rglob("MLmodel")), "a downloaded copy of the model was left behind"
 
 
 def test_mlflow_models_predict_cli_on_the_registered_model(searched, tmp_path):
