@@ -38,12 +38,14 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
-# MLflow's hints about a dataset's source and integer columns, silenced for the whole process
-# by each tracker: the dataset is logged in a background thread, where warnings.catch_warnings()
-# (process-wide state) raced with the main thread's own and let the hint reach the terminal.
+# MLflow's hints about a dataset's source and integer columns, and pydantic's note on a field
+# name of MLflow's (raised when one of its modules is imported), silenced for the whole process
+# by each tracker: MLflow is imported and the dataset logged in a background thread, where
+# warnings.catch_warnings() (process-wide state) races with the main thread's own.
 MLFLOW_HINTS = (
     "The specified dataset source can be interpreted in multiple ways",
     "Hint: Inferred schema contains integer column",
+    'Field name "schema" in "JsonSchemaSpec" shadows an attribute in parent "BaseModel"',
 )
 
 
