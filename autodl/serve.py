@@ -142,12 +142,13 @@ def log_pyfunc_model(
 
 @contextmanager
 def _pins_checked_without_module_map() -> Iterator[None]:
-    """MLflow checks the pinned requirements against the installed packages, and first maps
-    every installed module to its distribution: a scan of each distribution's file list (~1.4 s
-    on TensorFlow's environment, most of log_model's own time). The map only serves a
-    requirement whose version metadata cannot give, and `pinned_requirements` reads every pin
-    from that metadata, so for this call MLflow gets an empty map; the check itself still runs.
-    MLflow's own lazily built map is left as it was found, for any later model in the process."""
+    """MLflow checks a model's pinned requirements against the installed packages (when it logs
+    the model and when it loads it), and first maps every installed module to its distribution:
+    a scan of each distribution's file list (~1.4 s on TensorFlow's environment, most of
+    log_model's own time). The map only serves a package whose version the installed metadata
+    cannot give, and the map is built from that same metadata, so it cannot tell more: for this
+    call MLflow gets an empty map, and the check itself still runs. MLflow's own lazily built
+    map is left as it was found, for any later model in the process."""
     from mlflow.utils import requirements_utils
 
     names = ("_MODULES_TO_PACKAGES", "_PACKAGES_TO_MODULES")
@@ -210,7 +211,10 @@ def load_predictor(reference: str):
         # MLflow downloads the model into a new temporary folder that it never removes (a copy
         # of every fold model per call); the loaded model holds everything it needs in memory.
         try:
-            with tempfile.TemporaryDirectory(prefix="autodl-model-") as folder:
+            with (
+                tempfile.TemporaryDirectory(prefix="autodl-model-") as folder,
+                _pins_checked_without_module_map(),
+            ):
                 pyfunc = mlflow.pyfunc.load_model(reference, dst_path=folder)
         except Exception as error:
             raise DataError(
