@@ -139,10 +139,11 @@ def _run_search(
         summary=summary,
         data=prepared.frame,
         source=prepared.source,
-        resume_run_id=store.read_tracking_run() if previous is not None else None,
-        on_run=store.write_tracking_run,
+        resume_run_id=(previous or {}).get("mlflow_run_id"),
     )
-    store.write_manifest({"config": config.as_dict(), "fingerprint": _fingerprint(prepared)})
+    store.write_manifest(
+        {"config": config.as_dict(), "fingerprint": _fingerprint(prepared), "mlflow_run_id": tracker.run_id}
+    )
 
     pool = CandidatePool(prepared.metric, store)
     outcomes: list[CandidateOutcome] = []
@@ -743,7 +744,7 @@ def _finalize(
         output_dir=output_dir,
         model_dir=output_dir / "model",
         decisions=decisions,
-        run_id=tracker.wait_for_run(),
+        run_id=tracker.run_id,
         tracking_uri=tracker.uri,
         interrupted=interrupted,
         model=model,

@@ -21,7 +21,6 @@ from autodl.result import CandidateOutcome
 from autodl.tuning.cv import CVResult
 
 MANIFEST = "search.json"
-TRACKING_RUN = "mlflow-run.json"
 OUTCOMES = "outcomes.jsonl"
 CANDIDATES = "candidates"
 
@@ -107,18 +106,6 @@ class RunStore:
             temporary.replace(path)  # never a half-written manifest
 
         self._write(write)
-
-    def write_tracking_run(self, run_id: str) -> None:
-        """Keep the search's MLflow parent run id, which a resumed search reopens. Written at once
-        by the thread that created the run: it touches none of the queued writes' state."""
-        path = self.folder / TRACKING_RUN
-        temporary = path.with_name(f"{path.name}.tmp")
-        temporary.write_text(json.dumps({"run_id": run_id}))
-        temporary.replace(path)
-
-    def read_tracking_run(self) -> str | None:
-        path = self.folder / TRACKING_RUN
-        return json.loads(path.read_text())["run_id"] if path.is_file() else None
 
     def append_outcome(self, outcome: CandidateOutcome, stream: str = "") -> None:
         """Append to outcomes.jsonl, or to outcomes-<stream>.jsonl for a parallel worker."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,9 +14,6 @@ class Tracker(Protocol):
     """Receives the search's records in order: start, one call per candidate, finish or abort.
 
     `finish_seconds`: about how long `finish` takes; the search sets it aside from its time limit.
-    `start` may create the parent run in the background: `run_id` is None until it exists,
-    `wait_for_run` waits for it (raising why it could not be created), and `on_run` may be
-    called from another thread.
     """
 
     finish_seconds: float
@@ -30,10 +26,7 @@ class Tracker(Protocol):
         data: pd.DataFrame,
         source: str,
         resume_run_id: str | None = None,
-        on_run: Callable[[str], None] | None = None,
-    ) -> None:
-        """Open the parent run (reopen `resume_run_id`); `on_run(run_id)` once it exists."""
-        ...
+    ) -> None: ...
 
     def log_candidate(self, outcome: CandidateOutcome, metric: str) -> None: ...
 
@@ -44,8 +37,6 @@ class Tracker(Protocol):
     def finish(self, result: SearchResult, *, input_example: pd.DataFrame, model_dir: Path) -> None: ...
 
     def abort(self, status: str, reason: str) -> None: ...
-
-    def wait_for_run(self) -> str | None: ...
 
     @property
     def run_id(self) -> str | None: ...
@@ -75,9 +66,6 @@ class NullTracker:
 
     def abort(self, status: str, reason: str) -> None:
         pass
-
-    def wait_for_run(self) -> None:
-        return None
 
 
 def redact(uri: str | None) -> str | None:

@@ -24,7 +24,6 @@ from autodl.result import CandidateOutcome, SearchResult
 from autodl.tracking.base import redact
 
 PROBE_SECONDS = 10
-SQLITE_HEADER = b"SQLite format 3\x00"
 MAX_PARAM_LENGTH = 6000
 STATUS = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
 
@@ -38,14 +37,12 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
-# MLflow's hints about a dataset's source and integer columns, and pydantic's note on a field
-# name of MLflow's (raised when one of its modules is imported), silenced for the whole process
-# by each tracker: MLflow is imported and the dataset logged in a background thread, where
-# warnings.catch_warnings() (process-wide state) races with the main thread's own.
+# MLflow's hints about a dataset's source and integer columns, silenced for the whole process
+# by each tracker: the dataset is logged in a background thread, where warnings.catch_warnings()
+# (process-wide state) raced with the main thread's own and let the hint reach the terminal.
 MLFLOW_HINTS = (
     "The specified dataset source can be interpreted in multiple ways",
     "Hint: Inferred schema contains integer column",
-    'Field name "schema" in "JsonSchemaSpec" shadows an attribute in parent "BaseModel"',
 )
 
 
@@ -82,7 +79,6 @@ class MlflowTracker:
         self._open = False
         self._queue: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
-        self._creating: Future | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -126,60 +122,23 @@ class MlflowTracker:
         data: pd.DataFrame,
         source: str,
         resume_run_id: str | None = None,
-        on_run: Callable[[str], None] | None = None,
-    ) -> None:
-        """Open the search's parent run: a resumed search's at once, a new one in the background;
-        `on_run(run_id)` is called as soon as it exists (from the logging thread for a new one).
-
-        Creating a run takes ~3 s on a fresh local store (MLflow's import, its SQLite schema),
-        which the first baselines use instead of waiting. A store that fails that is raised at
-        the next logging call; a server that does not answer or a local file that is no SQLite
-        database is refused now, before any baseline.
-        """
-        self._config = dict(config)
-        if resume_run_id and self._reopen(resume_run_id):
-            self._mark_open()
-            if on_run is not None:
-                on_run(resume_run_id)
-            return
-        known = self._requested_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if known:
-            self._check_store(known)
-        self._creating = self._in_background(self._create_run, config, summary, not known, on_run)
-        self._in_background(self._log_inputs, config, summary, data, source)
-
-    def _check_store(self, uri: str) -> None:
-        try:
-            _probe(uri)
-            _check_sqlite_file(uri)
-        except Exception as error:
-            raise self._store_error(error, uri) from None
-
-    def _store_error(self, error: Exception, uri: str) -> ConfigError:
-        return ConfigError(
-            f"cannot use the MLflow tracking store {redact(uri)} ({_reason(error, uri)})",
-            "start the tracking server or correct --tracking-uri (or MLFLOW_TRACKING_URI), "
-            "or pass --no-tracking",
-        )
-
-    def _create_run(
-        self,
-        config: dict[str, Any],
-        summary: dict[str, Any],
-        check: bool,
-        on_run: Callable[[str], None] | None,
     ) -> None:
         import autodl
 
-        space_name, _ = _space(config)
+        self._config = dict(config)
+        if resume_run_id and self._reopen(resume_run_id):
+            self._mark_open()
+            return
+        space_name, space_text = _space(config)
         try:  # the first contact with the store
-            if check:  # the default URI, known only now that MLflow is imported
-                self._check_store(self._uri)
+            _probe(self._uri)
             experiment_id = self._experiment_id()
-        except ConfigError:
-            raise
         except Exception as error:
-            raise self._store_error(error, self._uri) from None
+            raise ConfigError(
+                f"cannot use the MLflow tracking store {redact(self._uri)} ({_reason(error, self._uri)})",
+                "start the tracking server or correct --tracking-uri (or MLFLOW_TRACKING_URI), "
+                "or pass --no-tracking",
+            ) from None
         run = self._client.create_run(
             experiment_id,
             run_name=self._run_name,
@@ -196,14 +155,7 @@ class MlflowTracker:
         )
         self._parent = run.info.run_id
         self._mark_open()
-        if on_run is not None:
-            on_run(self._parent)
-
-    def wait_for_run(self) -> str | None:
-        """The parent run's id, once it exists; raises why it could not be created."""
-        if self._creating is not None:
-            self._creating.result()
-        return self._parent
+        self._in_background(self._log_inputs, config, summary, data, source, space_text)
 
     def _log_inputs(
         self,
@@ -211,11 +163,9 @@ class MlflowTracker:
         summary: dict[str, Any],
         data: pd.DataFrame,
         source: str,
+        space_text: str | None,
     ) -> None:
         """The parent run's params, data profile, protocol, search space and dataset record."""
-        if self._parent is None:
-            return  # the run could not be created: that error is the one raised
-        _, space_text = _space(config)
         protocol = split_protocol(config, summary)
         params = {f"config.{k}": v for k, v in config.items() if v is not None and k != "extra"}
         if config.get("tracking_uri"):
@@ -505,8 +455,6 @@ class MlflowTracker:
 
     def _end(self, status: str, reason: str | None) -> None:
         """End the parent run with `status` (and `reason` as autodl.stop_reason); never raises."""
-        if self._creating is not None:
-            self._creating.exception()  # waits: a run being created is ended too
         if self._parent is None or not self._open:
             return
         self._open = False
@@ -532,15 +480,13 @@ class MlflowTracker:
 
     # --- the background queue ---------------------------------------------------------------------
 
-    def _in_background(self, call: Callable[..., None], *args: Any) -> Future:
+    def _in_background(self, call: Callable[..., None], *args: Any) -> None:
         """Queue `call(*args)` behind the earlier logging calls; first raise any that failed."""
         failed = [future for future in self._pending if future.done() and future.exception()]
         self._pending = [future for future in self._pending if not future.done()]
         if failed:
             failed[0].result()
-        future = self._executor().submit(call, *args)
-        self._pending.append(future)
-        return future
+        self._pending.append(self._executor().submit(call, *args))
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._queue is None:
@@ -753,26 +699,3 @@ def _probe(uri: str) -> None:
         urllib.request.urlopen(health, timeout=PROBE_SECONDS).close()
     except urllib.error.HTTPError:
         return
-
-
-def _check_sqlite_file(uri: str) -> None:
-    """Refuse an existing local file that is not an SQLite database (or cannot be written),
-    without MLflow: what else a store can fail on is raised when MLflow opens it."""
-    if not uri.startswith("sqlite:///"):
-        return
-    from urllib.parse import unquote
-
-    location = unquote(uri[len("sqlite:///") :].split("?", 1)[0])
-    if location in ("", ":memory:") or location.startswith("file:"):
-        return
-    path = Path(location)
-    if not path.exists():
-        return
-    if not path.is_file():
-        raise ValueError(f"{path} is not a file")
-    with path.open("rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
-    if header and header != SQLITE_HEADER:  # SQLite takes an empty file as an empty database
-        raise ValueError("the file is not an SQLite database")
-    if not os.access(path, os.W_OK):
-        raise ValueError("the file cannot be written")

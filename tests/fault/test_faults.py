@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_harness import QUICK, assert_one_line_error, assert_search_ok, run_cli, run_subprocess
+from cli_harness import QUICK, assert_one_line_error, assert_search_ok, run_cli
 
 from autodl.cli import hide_passwords
 from autodl.tracking.base import redact
@@ -317,36 +317,6 @@ def test_a_local_store_that_cannot_be_opened_is_a_one_line_error_before_any_base
     outcome = _tracked_search(regression_csv, f"sqlite:///{store}", output)
     assert_one_line_error(outcome, "not-a-database.db", "--no-tracking")
     assert not (output / "outcomes.jsonl").exists()
-
-
-def test_a_store_that_fails_once_mlflow_opens_it_is_a_one_line_error_keeping_what_finished(
-    regression_csv, tmp_path
-):
-    """The store is opened beside the first baselines: a database MLflow cannot migrate stops
-    the search at the next candidate's logging, with the finished candidates kept for --resume."""
-    import sqlite3
-
-    store = tmp_path / "foreign.db"
-    with sqlite3.connect(store) as connection:
-        connection.execute("create table alembic_version (version_num varchar(32) not null)")
-        connection.execute("insert into alembic_version values ('ffffffffffff')")
-    output = tmp_path / "run"
-    # a process of its own, as a user runs it: MLflow is first imported there, in the logging thread
-    flags = [f for f in QUICK if f != "--no-tracking"]
-    outcome = run_subprocess(
-        "search",
-        regression_csv,
-        "--target",
-        "y",
-        *flags,
-        "--tracking-uri",
-        f"sqlite:///{store}",
-        "--output",
-        output,
-        cwd=tmp_path,
-    )
-    assert_one_line_error(outcome, "foreign.db", "ffffffffffff", "--no-tracking")
-    assert (output / "outcomes.jsonl").read_text().strip()
 
 
 def test_the_output_folder_never_stores_the_tracking_password(regression_csv, tmp_path, monkeypatch):
