@@ -20,10 +20,12 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, tmp_path_factory, monkeypatch):
     """Run each test in a temporary folder with a temporary MLflow store and fixed seeds; the
-    temporary files made in this process (MLflow's model downloads) go to pytest's folders too."""
+    temporary files made in this process (MLflow's model downloads) and autodl's cache go to
+    pytest's folders too."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tempfiles")))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))  # not the user's
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     np.random.seed(0)

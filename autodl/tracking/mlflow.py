@@ -21,6 +21,7 @@ import pandas as pd
 
 from autodl.errors import ConfigError
 from autodl.result import CandidateOutcome, SearchResult
+from autodl.tracking import store_seed
 from autodl.tracking.base import redact
 
 PROBE_SECONDS = 10
@@ -130,8 +131,10 @@ class MlflowTracker:
             self._mark_open()
             return
         space_name, space_text = _space(config)
+        new_store = store_seed.new_local_store(self._uri)
         try:  # the first contact with the store
             _probe(self._uri)
+            seeded = new_store is not None and store_seed.seed(new_store)
             experiment_id = self._experiment_id()
         except Exception as error:
             raise ConfigError(
@@ -139,6 +142,8 @@ class MlflowTracker:
                 "start the tracking server or correct --tracking-uri (or MLFLOW_TRACKING_URI), "
                 "or pass --no-tracking",
             ) from None
+        if new_store is not None and not seeded:
+            store_seed.remember(new_store)
         run = self._client.create_run(
             experiment_id,
             run_name=self._run_name,
