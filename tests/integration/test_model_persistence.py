@@ -421,3 +421,49 @@ def test_predicting_from_a_model_folder_does_not_import_mlflow(binary, tmp_path)
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split()[-2:] == [str(len(rows)), "[]"]
+
+
+def test_members_with_equal_fold_preprocessing_transform_the_rows_once_each(binary, tmp_path, monkeypatch):
+    """Baselines of one preprocessing style fit equal preprocessors on each fold: the model
+    transforms the rows once for all of them, in memory and once loaded, and predicts what
+    averaging each fold pipeline's own predictions gives."""
+    from sklearn.compose import ColumnTransformer
+
+    from autodl.candidates.base import predict_scores
+
+    dataset, dev = binary
+    metric = resolve_metric("binary", None)
+    candidates = {c.name: c for c in baseline_candidates("binary", dataset.n_rows, 0)}
+    styles = {"random_forest": "tree", "extra_trees": "tree", "linear": "dense"}
+    assert {name: candidates[name].style for name in styles} == styles
+    members = [Member(name, 1 / 3, cross_validate(candidates[name], dev, metric).models) for name in styles]
+    rows = raw_rows(dataset)
+    expected = sum(
+        member.weight * np.mean([predict_scores(p, rows, 2) for p in member.pipelines], axis=0)
+        for member in members
+    )
+    transformed = []
+    real_transform = ColumnTransformer.transform
+
+    def counted(self, X, **params):
+        transformed.append(self)
+        return real_transform(self, X, **params)
+
+    monkeypatch.setattr(ColumnTransformer, "transform", counted)
+    model = TabularModel(
+        members=members,
+        task=dataset.task.kind,
+        classes=dataset.task.classes,
+        columns=[str(c) for c in dataset.features.columns],
+        target=dataset.target_name,
+    )
+    np.testing.assert_allclose(model.scores(rows), expected, rtol=0, atol=1e-12)
+    # "tree" keeps numbers as they are: its two folds' preprocessors are equal too; "dense"
+    # scales by each fold's statistics. 3 transforms, not 6.
+    assert len(transformed) == 3
+    model.save(tmp_path / "model")
+    transformed.clear()
+    np.testing.assert_allclose(
+        TabularModel.load(tmp_path / "model").scores(rows), expected, rtol=0, atol=1e-12
+    )
+    assert len(transformed) == 3
