@@ -428,7 +428,7 @@ def write_markdown(records: list[dict], info: dict, path: Path) -> None:
                 f"Whole search on {r['rows']} rows, {r['trials']} trials (pruner off), MLflow tracking on a new SQLite "
                 f"store ({', '.join(r.get('samples_store', []))}), median of {r['repeats']}: wall {r['wall_s']:.1f} s; training {r['trials_train_s'] + r['baselines_fit_s']:.1f} s "
                 f"(trials inside `fit` {r['trials_train_s']:.1f} s of their {r['trials_fit_s']:.1f} s, baselines {r['baselines_fit_s']:.1f} s); "
-                f"**{r['outside_training_share']:.0%} of wall time outside training** (target < 10%).",
+                f"**{r['outside_training_share']:.1%} of wall time outside training** (target < 10%).",
                 "",
                 f"Stages, s: {stages}.",
                 "",
