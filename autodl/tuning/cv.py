@@ -200,27 +200,38 @@ def cross_validate(
     """
     collected = FoldCollector(data, metric)
     for fold in data.folds:
-        pipeline = candidate.make_pipeline(data.profile)
+        pipeline, features = _fit_on_fold(candidate, data, fold, during_fold)
         model = pipeline[-1]
-        watched = during_fold is not None and "on_progress" in inspect.signature(model.fit).parameters
-        progress = {"on_progress": during_fold} if watched else {}
-        if candidate.style == "none":
-            pipeline.fit(data.features.iloc[fold.train], data.y[fold.train], **progress)
-            prediction, predict_seconds = None, 0.0
-        else:
-            features = data.fold_features.get(data, fold, candidate.style, candidate.numeric_scaling)
-            model.fit(features.train, data.y[fold.train], **progress)
-            pipeline = Pipeline([("preprocess", features.preprocess), ("model", model)])
         if getattr(model, "stopped_at_deadline_", False):
             raise DeadlineReached(f"time limit reached during fold {fold.index + 1} of {len(data.folds)}")
-        if candidate.style != "none":
+        if features is None:
+            collected.add(fold, pipeline, _fold_detail(model))
+        else:
             predict_started = time.perf_counter()
             prediction = predict_scores(model, features.valid, data.n_classes)
             predict_seconds = time.perf_counter() - predict_started + features.valid_seconds
-        collected.add(fold, pipeline, _fold_detail(model), prediction, predict_seconds)
+            collected.add(fold, pipeline, _fold_detail(model), prediction, predict_seconds)
         if after_fold is not None:
             after_fold(fold.index, collected.scores[-1])
     return collected.result()
+
+
+def _fit_on_fold(
+    candidate: Candidate, data: DevData, fold: Fold, during_fold: Callable[[float | None], None] | None
+) -> tuple[Pipeline, FoldFeatures | None]:
+    """The candidate's pipeline fitted on the fold's training rows, and the fold's shared
+    FoldFeatures (None for a candidate that ignores the features)."""
+    pipeline = candidate.make_pipeline(data.profile)
+    model = pipeline[-1]
+    watched = during_fold is not None and "on_progress" in inspect.signature(model.fit).parameters
+    progress = {"on_progress": during_fold} if watched else {}
+    if candidate.style == "none":
+        progress = {f"model__{name}": value for name, value in progress.items()}
+        pipeline.fit(data.features.iloc[fold.train], data.y[fold.train], **progress)
+        return pipeline, None
+    features = data.fold_features.get(data, fold, candidate.style, candidate.numeric_scaling)
+    model.fit(features.train, data.y[fold.train], **progress)
+    return Pipeline([("preprocess", features.preprocess), ("model", model)]), features
 
 
 def _fold_detail(model) -> dict:
