@@ -82,47 +82,59 @@ class DevData:
         return FoldFeatureCache(SHARED_FOLD_FEATURES_BYTES)
 
 
-@dataclass(frozen=True)
-class FoldFeatures:
-    """One fold's preprocessor, fitted on its training rows, and both parts of the fold transformed."""
-
-    preprocess: object
-    train: object
-    valid: object
-    valid_seconds: float  # transforming the held-out rows: part of what predicting them costs
-
-
 class FoldFeatureCache:
-    """FoldFeatures by fold and preprocessing choice, kept while their bytes fit the budget.
+    """Each fold's fitted preprocessor and transformed rows by preprocessing choice, kept while
+    their bytes fit the budget.
 
-    The arrays kept are made read-only, so that a model writing into its input fails loudly
-    instead of changing the rows the next candidate trains on. Pickled (to a worker process)
-    it leaves its entries behind.
+    The training rows are transformed before the model's fit and the held-out rows after it, as
+    a pipeline does: on a table too large to keep, the two never take memory at once. The arrays
+    kept are made read-only, so that a model writing into its input fails loudly instead of
+    changing the rows the next candidate trains on. Pickled (to a worker process) it leaves its
+    entries behind.
     """
 
     def __init__(self, budget: int) -> None:
         self._budget = budget
-        self._entries: dict[tuple, FoldFeatures] = {}
+        self._fitted: dict[tuple, tuple[object, object]] = {}
+        self._held_out: dict[tuple, tuple[object, float]] = {}
         self._used = 0
 
     def __reduce__(self):
         return (FoldFeatureCache, (self._budget,))
 
-    def get(self, data: DevData, fold: Fold, style: str, numeric_scaling: str) -> FoldFeatures:
-        """`data`: the DevData that holds this cache."""
+    def fitted(self, data: DevData, fold: Fold, style: str, numeric_scaling: str) -> tuple[object, object]:
+        """The preprocessor fitted on the fold's training rows, and those rows transformed.
+        `data`: the DevData that holds this cache."""
         key = (fold.repeat, fold.index, style, numeric_scaling)
-        if key in self._entries:
-            return self._entries[key]
-        preprocess = build_preprocessor(data.profile, style, numeric_scaling)
-        train = preprocess.fit_transform(data.features.iloc[fold.train], data.y[fold.train])
-        started = time.perf_counter()
-        valid = preprocess.transform(data.features.iloc[fold.valid])
-        features = FoldFeatures(preprocess, train, valid, time.perf_counter() - started)
-        size = _read_only_nbytes(train) + _read_only_nbytes(valid)
-        if self._used + size <= self._budget:
-            self._entries[key] = features
-            self._used += size
-        return features
+        if key not in self._fitted:
+            preprocess = build_preprocessor(data.profile, style, numeric_scaling)
+            train = preprocess.fit_transform(data.features.iloc[fold.train], data.y[fold.train])
+            if not self._keep(train):
+                return preprocess, train
+            self._fitted[key] = (preprocess, train)
+        return self._fitted[key]
+
+    def held_out(
+        self, data: DevData, fold: Fold, style: str, numeric_scaling: str, preprocess
+    ) -> tuple[object, float]:
+        """The fold's held-out rows transformed by `preprocess` (from `fitted`), and the seconds
+        that took: part of what predicting them costs."""
+        key = (fold.repeat, fold.index, style, numeric_scaling)
+        if key not in self._held_out:
+            started = time.perf_counter()
+            valid = preprocess.transform(data.features.iloc[fold.valid])
+            entry = (valid, time.perf_counter() - started)
+            if key not in self._fitted or not self._keep(valid):
+                return entry
+            self._held_out[key] = entry
+        return self._held_out[key]
+
+    def _keep(self, matrix) -> bool:
+        size = _read_only_nbytes(matrix)
+        if self._used + size > self._budget:
+            return False
+        self._used += size
+        return True
 
 
 def _read_only_nbytes(matrix) -> float:
@@ -200,16 +212,18 @@ def cross_validate(
     """
     collected = FoldCollector(data, metric)
     for fold in data.folds:
-        pipeline, features = _fit_on_fold(candidate, data, fold, during_fold)
+        pipeline = _fit_on_fold(candidate, data, fold, during_fold)
         model = pipeline[-1]
         if getattr(model, "stopped_at_deadline_", False):
             raise DeadlineReached(f"time limit reached during fold {fold.index + 1} of {len(data.folds)}")
-        if features is None:
+        if candidate.style == "none":
             collected.add(fold, pipeline, _fold_detail(model))
         else:
+            preprocessing = (candidate.style, candidate.numeric_scaling, pipeline[0])
+            valid, transform_seconds = data.fold_features.held_out(data, fold, *preprocessing)
             predict_started = time.perf_counter()
-            prediction = predict_scores(model, features.valid, data.n_classes)
-            predict_seconds = time.perf_counter() - predict_started + features.valid_seconds
+            prediction = predict_scores(model, valid, data.n_classes)
+            predict_seconds = time.perf_counter() - predict_started + transform_seconds
             collected.add(fold, pipeline, _fold_detail(model), prediction, predict_seconds)
         if after_fold is not None:
             after_fold(fold.index, collected.scores[-1])
@@ -218,20 +232,19 @@ def cross_validate(
 
 def _fit_on_fold(
     candidate: Candidate, data: DevData, fold: Fold, during_fold: Callable[[float | None], None] | None
-) -> tuple[Pipeline, FoldFeatures | None]:
-    """The candidate's pipeline fitted on the fold's training rows, and the fold's shared
-    FoldFeatures (None for a candidate that ignores the features)."""
+) -> Pipeline:
+    """The candidate's pipeline fitted on the fold's training rows; its preprocessor is the
+    fold's shared one (see FoldFeatureCache)."""
     pipeline = candidate.make_pipeline(data.profile)
     model = pipeline[-1]
     watched = during_fold is not None and "on_progress" in inspect.signature(model.fit).parameters
     progress = {"on_progress": during_fold} if watched else {}
-    if candidate.style == "none":
+    if candidate.style == "none":  # a model that ignores the features
         progress = {f"model__{name}": value for name, value in progress.items()}
-        pipeline.fit(data.features.iloc[fold.train], data.y[fold.train], **progress)
-        return pipeline, None
-    features = data.fold_features.get(data, fold, candidate.style, candidate.numeric_scaling)
-    model.fit(features.train, data.y[fold.train], **progress)
-    return Pipeline([("preprocess", features.preprocess), ("model", model)]), features
+        return pipeline.fit(data.features.iloc[fold.train], data.y[fold.train], **progress)
+    preprocess, train = data.fold_features.fitted(data, fold, candidate.style, candidate.numeric_scaling)
+    model.fit(train, data.y[fold.train], **progress)
+    return Pipeline([("preprocess", preprocess), ("model", model)])
 
 
 def _fold_detail(model) -> dict:

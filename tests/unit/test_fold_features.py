@@ -65,9 +65,20 @@ def test_a_second_candidate_of_the_style_reuses_each_folds_fit_and_scores_as_alo
 def test_kept_rows_are_read_only_and_a_pickled_copy_leaves_them_behind(candidates):
     data = dev_data()
     cross_validate(candidates["random_forest"], data, resolve_metric("binary", None))
-    features = data.fold_features.get(data, data.folds[0], "tree", "standard")
-    with pytest.raises(ValueError, match="read-only"):
-        features.train[0, 0] = 1.0
+    preprocess, train = data.fold_features.fitted(data, data.folds[0], "tree", "standard")
+    valid, _ = data.fold_features.held_out(data, data.folds[0], "tree", "standard", preprocess)
+    for kept in (train, valid):
+        with pytest.raises(ValueError, match="read-only"):
+            kept[0, 0] = 1.0
     copy = pickle.loads(pickle.dumps(data))
-    assert copy.fold_features._entries == {}
-    assert len(data.fold_features._entries) == len(data.folds)
+    assert copy.fold_features._fitted == {} and copy.fold_features._held_out == {}
+    assert len(data.fold_features._fitted) == len(data.fold_features._held_out) == len(data.folds)
+
+
+def test_rows_too_large_to_keep_are_transformed_for_each_candidate(candidates, monkeypatch):
+    monkeypatch.setattr("autodl.tuning.cv.SHARED_FOLD_FEATURES_BYTES", 0)
+    data = dev_data()
+    first = cross_validate(candidates["random_forest"], data, resolve_metric("binary", None))
+    second = cross_validate(candidates["extra_trees"], data, resolve_metric("binary", None))
+    assert first.models[0][0] is not second.models[0][0]
+    assert data.fold_features._fitted == {} and data.fold_features._held_out == {}
