@@ -53,7 +53,11 @@ def template_path() -> Path:
 
 
 def seed(path: Path) -> bool:
-    """Start the new store `path` as a copy of the cached empty store; False if none is cached."""
+    """Start the new store `path` as a copy of the cached empty store; False if none is cached.
+
+    A cached file that is not an empty store (damaged, or written to since) is removed, so the
+    next new store made by MLflow replaces it.
+    """
     template = template_path()
     if not template.is_file():
         return False
@@ -61,11 +65,19 @@ def seed(path: Path) -> bool:
     try:
         with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(partial)) as copy:
             source.backup(copy)
+            empty = _holds_only_schema(copy)
+        if not empty:
+            template.unlink(missing_ok=True)
+            return False
         os.link(partial, path)  # never replaces a store another process has just made
     except FileExistsError:
         return False
-    except (OSError, sqlite3.Error) as error:
+    except (OSError, sqlite3.OperationalError) as error:  # e.g. a folder that cannot be written
         _logger.debug("no store copied from %s: %s", template, error)
+        return False
+    except sqlite3.DatabaseError as error:  # the cached file is not a database
+        _logger.debug("removing %s: %s", template, error)
+        template.unlink(missing_ok=True)
         return False
     finally:
         partial.unlink(missing_ok=True)

@@ -88,3 +88,24 @@ def test_a_cache_that_cannot_be_written_leaves_the_search_tracked(tmp_path, monk
     tracker = _search_run(tmp_path / "run" / "mlflow.db")
     assert mlflow.MlflowClient(tracker.uri).get_run(tracker.run_id).info.status == "FINISHED"
     assert blocked.read_text() == ""
+
+
+@pytest.mark.parametrize("damage", ["holds a run", "is not a database"])
+def test_a_cached_file_that_is_not_an_empty_store_is_removed_and_not_copied(tmp_path, empty_cache, damage):
+    _search_run(tmp_path / "first" / "mlflow.db")
+    (template,) = empty_cache.iterdir()
+    if damage == "holds a run":
+        with closing(sqlite3.connect(template)) as connection, connection:
+            connection.execute("INSERT INTO experiments (name, lifecycle_stage) VALUES ('stale', 'active')")
+    else:
+        template.write_bytes(b"not a database" * 100)
+    new = tmp_path / "second" / "mlflow.db"
+    new.parent.mkdir()
+    assert store_seed.seed(new) is False
+    assert not new.exists() and not template.exists()
+    tracker = _search_run(new)  # MLflow makes the store, which is cached again
+    assert [e.name for e in mlflow.MlflowClient(tracker.uri).search_experiments(order_by=["name"])] == [
+        "Default",
+        "seeded",
+    ]
+    assert template.is_file()
