@@ -91,7 +91,7 @@ class FoldFeatureCache:
 
     The training rows are transformed before the model's fit and the held-out rows after it, as
     a pipeline does: on a table too large to keep, the two never take memory at once. The arrays
-    kept are made read-only, so that a model writing into its input fails loudly instead of
+    it hands out are read-only, so that a model writing into its input fails loudly instead of
     changing the rows the next candidate trains on. Pickled (to a worker process) it leaves its
     entries behind.
     """
